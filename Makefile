@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make demo` (train -> promote -> import -> serve) and
+# `make test`. Both create .venv and install from pyproject.toml when it is missing or stale.
+PYTHON_BASE ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BENTOML := $(VENV)/bin/bentoml
+STAMP := $(VENV)/.installed
+PORT ?= 3000
+
+.PHONY: setup demo train import serve test test-fast bench soak build clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON_BASE) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+train: setup
+	$(PY) -m training.experiments --promote
+
+import: setup
+	$(PY) scripts/import_production.py
+
+serve: setup
+	$(BENTOML) serve --port $(PORT)
+
+demo: train import serve
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "unit or integration"
+
+build: setup
+	$(BENTOML) build
+
+clean:
+	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,76 @@
+"""Fixtures shared by every kind of test: a private MLflow store and BentoML home per test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from training.config import Settings, get_settings  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def use_store(monkeypatch: pytest.MonkeyPatch, directory: Path) -> Settings:
+    """Point the settings (and so every command) at a SQLite store inside directory."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_ARTIFACT_ROOT", raising=False)
+    monkeypatch.delenv("REGISTERED_MODEL_NAME", raising=False)
+    get_settings.cache_clear()
+    settings = get_settings()
+    import mlflow
+
+    # mlflow keeps process-wide URIs that outrank the environment: move it too.
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """No test sees another's settings, MLflow store or BentoML home."""
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'unused-mlflow.db'}")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """An empty SQLite MLflow store of this test's own."""
+    return use_store(monkeypatch, tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the default 6-run iris sweep, trained once per session; copy, don't use."""
+    directory = tmp_path_factory.mktemp("trained-template")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_store(monkeypatch, directory)
+        from training.experiments import run_experiments
+
+        run_experiments(dataset_name="iris")
+    get_settings.cache_clear()
+    return directory
+
+
+@pytest.fixture
+def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_template: Path) -> Settings:
+    """This test's own copy of the trained store (artifacts stay read-only in the template)."""
+    directory = tmp_path / "store"
+    directory.mkdir()
+    shutil.copy(trained_template / "mlflow.db", directory / "mlflow.db")
+    return use_store(monkeypatch, directory)

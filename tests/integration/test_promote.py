@@ -1,0 +1,101 @@
+"""Promotion rule, alias/stage agreement and the no-regression gate on a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from tests.conftest import REPO_ROOT, free_port
+from training.experiments import make_grid, run_experiments
+from training.promote import main as promote_main
+from training.promote import promote_best
+
+pytestmark = pytest.mark.integration
+
+
+def _registry_state(client, name):
+    versions = client.search_model_versions(f"name = '{name}'")
+    return {str(v.version): (v.current_stage, dict(v.tags), tuple(v.aliases)) for v in versions}
+
+
+def _f1_by_version(client, name):
+    return {str(v.version): client.get_run(v.run_id).data.metrics["f1"]
+            for v in client.search_model_versions(f"name = '{name}'")}
+
+
+def test_promote_picks_highest_f1_and_alias_agrees_with_stage(trained_store):
+    name = trained_store.registered_model_name
+    assert promote_main([]) == 0
+    client = mlflow.MlflowClient()
+    scores = _f1_by_version(client, name)
+    best = max(scores.values())
+    winner = client.get_model_version_by_alias(name, "production")
+    assert scores[str(winner.version)] == best
+    # Ties go to the earliest version.
+    assert str(winner.version) == min((v for v, s in scores.items() if s == best), key=int)
+    staged = [v for v in client.search_model_versions(f"name = '{name}'")
+              if v.current_stage == "Production"]
+    assert [str(v.version) for v in staged] == [str(winner.version)]
+    assert winner.tags["promoted_metric"] == "f1"
+    assert float(winner.tags["promoted_metric_value"]) == pytest.approx(best, abs=1e-6)
+    assert winner.tags["previous_production_version"] == "none"
+    assert "promoted_at" in winner.tags
+
+
+def test_promote_on_another_metric_and_force_archives_previous(trained_store):
+    name = trained_store.registered_model_name
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, "production", "1")
+    client.transition_model_version_stage(name, "1", "Production")
+    kept = promote_best(metric="accuracy")
+    assert kept.promoted and kept.previous == "1"
+    assert client.get_model_version(name, "1").current_stage == "Archived"
+    assert client.get_model_version(name, kept.version).current_stage == "Production"
+
+
+def test_later_worse_version_does_not_demote_production(mlflow_store):
+    name = mlflow_store.registered_model_name
+    run_experiments(dataset_name="iris", grid=make_grid([10.0], ["l2"]))
+    assert promote_best().version == "1"
+    worse = run_experiments(dataset_name="iris", grid=make_grid([0.01], ["l2"]))
+    assert worse[0].metrics["f1"] < 1.0
+    result = promote_best()
+    assert not result.promoted and result.version == "1"
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "production").version) == "1"
+    assert client.get_model_version(name, "2").current_stage == "None"
+    forced = promote_best(force=True)
+    # --force replaces production with the best candidate, which is still version 1.
+    assert forced.version == "1"
+
+
+def test_min_score_above_best_exits_2_and_changes_nothing(trained_store, capsys):
+    name = trained_store.registered_model_name
+    assert promote_main([]) == 0
+    client = mlflow.MlflowClient()
+    before = _registry_state(client, name)
+    assert promote_main(["--min-score", "1.01"]) == 2
+    assert "below --min-score 1.01" in capsys.readouterr().out
+    assert _registry_state(client, name) == before
+
+
+def test_promote_with_no_versions_is_one_line_error(mlflow_store, capsys):
+    assert promote_main([]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["error: no registered versions of ClassificationModel; "
+                   "run `python -m training.experiments` first"]
+
+
+@pytest.mark.parametrize("module", ["training.experiments", "training.promote"])
+def test_unreachable_tracking_server_exits_1_with_one_line(module):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    proc = subprocess.run([sys.executable, "-m", module], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "unreachable" in lines[0] and "Traceback" not in lines[0]

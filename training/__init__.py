@@ -1,0 +1,1 @@
+"""Train, track, register and promote a scikit-learn classifier with MLflow."""

@@ -1,0 +1,200 @@
+"""Promote the best registered version: alias `production` plus the legacy `Production` stage.
+
+    python -m training.promote [--metric f1] [--dataset iris] [--min-score X] [--force]
+
+The rule: among the versions trained on one dataset (default: that of the newest version),
+the highest value of the metric wins; ties go to the earliest version. If the version that
+holds the alias already scores at least as well it stays, unless --force. A best score below
+--min-score is refused (exit 2) and nothing changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from training.config import DATASETS, METRICS, Settings, get_settings
+from training.tracking import TrackingUnavailable, connect, one_line
+
+logger = logging.getLogger(__name__)
+
+PRODUCTION_STAGE = "Production"
+EXIT_REFUSED = 2
+
+
+class PromotionError(RuntimeError):
+    """Nothing can be promoted (no versions, no metric)."""
+
+
+class PromotionRefused(PromotionError):
+    """The best candidate does not reach the required score."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A registered version and its score on the chosen metric."""
+
+    version: str
+    run_id: str
+    dataset: str
+    score: float
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What promote_best decided."""
+
+    promoted: bool
+    version: str
+    score: float
+    previous: str | None
+    message: str
+
+
+def _client():
+    import mlflow
+
+    # Stages are deprecated in MLflow 3 but older clients still read them; keep the noise out.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*[Ss]tages")
+    return mlflow.MlflowClient()
+
+
+def list_candidates(client, *, name: str, metric: str, dataset: str | None) -> list[Candidate]:
+    """Every version of the model on the dataset that has the metric, oldest first."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise PromotionError(f"no registered versions of {name}; run `python -m training.experiments` first")
+    versions = sorted(versions, key=lambda v: int(v.version))
+    if dataset is None:
+        dataset = versions[-1].tags.get("dataset")
+    candidates = []
+    for version in versions:
+        if version.tags.get("dataset") != dataset or not version.run_id:
+            continue
+        run_metrics = client.get_run(version.run_id).data.metrics
+        if metric in run_metrics:
+            candidates.append(Candidate(version=str(version.version), run_id=version.run_id,
+                                        dataset=dataset, score=run_metrics[metric]))
+    if not candidates:
+        raise PromotionError(f"no version of {name} trained on {dataset} has the metric {metric!r}")
+    return candidates
+
+
+def pick_best(candidates: list[Candidate]) -> Candidate:
+    """Highest score; the earliest version wins a tie so that reruns do not flip production."""
+    return max(candidates, key=lambda c: (c.score, -int(c.version)))
+
+
+def current_production(client, *, name: str, alias: str) -> str | None:
+    """The version the alias points at, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote_best(
+    *,
+    metric: str = "f1",
+    dataset: str | None = None,
+    min_score: float | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+) -> PromotionResult:
+    """Apply the promotion rule and return what was decided."""
+    settings = settings or get_settings()
+    connect(settings)
+    client = _client()
+    name, alias = settings.registered_model_name, settings.production_alias
+    candidates = list_candidates(client, name=name, metric=metric, dataset=dataset)
+    best = pick_best(candidates)
+    if min_score is not None and best.score < min_score:
+        raise PromotionRefused(
+            f"refused: best {metric} is {best.score:.4f} (version {best.version}), "
+            f"below --min-score {min_score}"
+        )
+    previous = current_production(client, name=name, alias=alias)
+    scores = {c.version: c.score for c in candidates}
+    if previous is not None and not force:
+        held = scores.get(previous)
+        if previous == best.version or (held is not None and held >= best.score):
+            message = (f"kept version {previous} in production: its {metric} {held:.4f} is at "
+                       f"least the best candidate's {best.score:.4f} (use --force to replace it)")
+            _align_stage(client, name=name, version=previous)
+            return PromotionResult(False, previous, held, previous, message)
+    apply_promotion(client, name=name, alias=alias, best=best, metric=metric, previous=previous)
+    message = (f"promoted {name} version {best.version} ({metric}={best.score:.4f}) to @{alias} "
+               f"and stage {PRODUCTION_STAGE}; previous: {previous or 'none'}")
+    return PromotionResult(True, best.version, best.score, previous, message)
+
+
+def apply_promotion(
+    client, *, name: str, alias: str, best: Candidate, metric: str, previous: str | None
+) -> None:
+    """Move the alias and the stage, then record why on the version."""
+    client.set_registered_model_alias(name, alias, best.version)
+    _align_stage(client, name=name, version=best.version)
+    audit = {
+        "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "promoted_metric": metric,
+        "promoted_metric_value": f"{best.score:.6f}",
+        "previous_production_version": previous or "none",
+    }
+    for key, value in audit.items():
+        client.set_model_version_tag(name, best.version, key, value)
+
+
+def _align_stage(client, *, name: str, version: str) -> None:
+    """Put the alias holder in Production and archive any other holder of that stage."""
+    holder = client.get_model_version(name, version)
+    if holder.current_stage != PRODUCTION_STAGE:
+        client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
+                                              archive_existing_versions=True)
+    # A concurrent promote may have staged another version: the alias is the truth.
+    for other in client.search_model_versions(f"name = '{name}'"):
+        if str(other.version) != version and other.current_stage == PRODUCTION_STAGE:
+            client.transition_model_version_stage(name, other.version, "Archived")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.promote", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metric", choices=METRICS, default="f1")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="compare versions trained on this dataset (default: the newest's)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="refuse (exit 2) if the best version scores below this")
+    parser.add_argument("--force", action="store_true",
+                        help="promote the best even if production scores as well")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        result = promote_best(metric=args.metric, dataset=args.dataset,
+                              min_score=args.min_score, force=args.force)
+    except PromotionRefused as error:
+        logger.error("%s", one_line(error))
+        return EXIT_REFUSED
+    except (PromotionError, TrackingUnavailable) as error:
+        logger.error("error: %s", one_line(error))
+        return 1
+    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
+        logger.error("error: promotion failed: %s", one_line(error))
+        return 1
+    logger.info("%s", result.message)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
