@@ -1,0 +1,1 @@
+"""Serving-side code: numpy predictor and the HTTP contract; no MLflow needed at run time."""

@@ -1,0 +1,96 @@
+"""The HTTP contract of /predict: parse and check a request body, shape the answer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+
+class RequestError(ValueError):
+    """A bad request: the status to answer with and one readable sentence."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason  # a short label for metrics
+
+
+def _reject_constant(name: str) -> float:
+    raise RequestError(400, f"{name} is not a number: features must be finite numbers", "not_finite")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise RequestError(400, "the JSON object has duplicate keys", "duplicate_keys")
+    return dict(pairs)
+
+
+def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
+    """Turn a request body into a (rows, n_features) float64 array or raise RequestError."""
+    if not body:
+        raise RequestError(400, 'the request body is empty; send {"features": [[...], ...]}', "empty_body")
+    try:
+        document = json.loads(body, parse_constant=_reject_constant,
+                              object_pairs_hook=_object_without_duplicates)
+    except RequestError:
+        raise
+    except UnicodeDecodeError:
+        raise RequestError(400, "the request body is not valid UTF-8", "bad_encoding") from None
+    except RecursionError:
+        raise RequestError(400, "the JSON document is nested too deeply", "malformed_json") from None
+    except ValueError as error:
+        raise RequestError(400, f"the request body is not valid JSON ({error})", "malformed_json") from None
+    if not isinstance(document, dict):
+        raise RequestError(400, 'the body must be a JSON object like {"features": [[...], ...]}', "not_an_object")
+    extra = sorted(set(document) - {"features"})
+    if extra:
+        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' is accepted", "unknown_keys")
+    if "features" not in document:
+        raise RequestError(400, "the 'features' key is missing", "missing_features")
+    rows = document["features"]
+    if not isinstance(rows, list) or not rows:
+        raise RequestError(400, "'features' must be a non-empty list of rows", "empty_features")
+    if not isinstance(rows[0], list):
+        rows = [rows]  # one flat row
+    if len(rows) > max_rows:
+        raise RequestError(413, f"{len(rows)} rows is more than the limit of {max_rows} per request", "too_many_rows")
+    for index, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise RequestError(400, f"row {index} is not a list of numbers", "not_a_row")
+        if len(row) != n_features:
+            raise RequestError(422, f"row {index} has {len(row)} values; the model takes {n_features} features", "wrong_length")
+        for value in row:
+            # bool is an int subclass and numpy would turn strings into numbers: check types.
+            kind = type(value)
+            if kind is not float and kind is not int:
+                raise RequestError(422, f"row {index} holds {json.dumps(value)[:40]}, which is not a number", "not_a_number")
+    try:
+        X = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        raise RequestError(422, "a feature value does not fit a 64-bit float", "not_finite") from None
+    if not np.isfinite(X).all():
+        bad = next(i for i, row in enumerate(X) if not all(math.isfinite(v) for v in row))
+        raise RequestError(422, f"row {bad} holds a value too large for a 64-bit float", "not_finite")
+    return X
+
+
+def format_predictions(
+    probabilities: np.ndarray, *, class_names: list[str], model: dict[str, str]
+) -> bytes:
+    """The JSON answer: one prediction per row, in order."""
+    indices = probabilities.argmax(axis=1).tolist()
+    predictions = [
+        {"label": class_names[index], "class_index": index,
+         "probabilities": dict(zip(class_names, row))}
+        for index, row in zip(indices, probabilities.tolist())
+    ]
+    return json.dumps({"predictions": predictions, "model": model}).encode()
+
+
+def error_body(message: str) -> bytes:
+    """The JSON error answer."""
+    return json.dumps({"error": message}).encode()

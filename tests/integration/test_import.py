@@ -1,0 +1,86 @@
+"""train -> promote -> import into a real BentoML store under tmp_path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import bentoml
+import mlflow
+import pytest
+
+from training.experiments import make_grid, run_experiments
+from training.importer import ImportFailed, import_production
+from training.importer import main as import_main
+from training.promote import promote_best
+
+pytestmark = pytest.mark.integration
+
+
+def _store_snapshot(home: Path) -> dict[str, bytes]:
+    if not home.exists():
+        return {}
+    return {str(p.relative_to(home)): p.read_bytes() for p in home.rglob("*") if p.is_file()}
+
+
+def test_import_labels_match_the_registry_and_reimport_adds_nothing(trained_store):
+    promoted = promote_best()
+    first = import_production()
+    assert first.created
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias(trained_store.registered_model_name, "production")
+    run = client.get_run(version.run_id)
+    model = bentoml.models.get(first.tag)
+    assert model.info.labels["registered_model"] == "ClassificationModel"
+    assert model.info.labels["registered_version"] == str(version.version) == promoted.version
+    assert model.info.labels["run_id"] == version.run_id
+    assert model.info.labels["dataset"] == "iris"
+    assert model.info.labels["alias"] == "production"
+    meta = model.info.metadata
+    assert meta["metrics"] == {k: run.data.metrics[k] for k in ("accuracy", "precision", "recall", "f1")}
+    assert meta["feature_names"] == ["sepal length (cm)", "sepal width (cm)",
+                                     "petal length (cm)", "petal width (cm)"]
+    assert meta["class_names"] == ["setosa", "versicolor", "virginica"]
+    for relative, digest in meta["sha256"].items():
+        assert hashlib.sha256((Path(model.path) / relative).read_bytes()).hexdigest() == digest
+    assert {"linear_params.npz", "scaler.skops", "mlflow_model/MLmodel"} <= set(meta["sha256"])
+
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _store_snapshot(home)
+    second = import_production()
+    assert second.tag == first.tag and not second.created
+    assert _store_snapshot(home) == before
+    assert len(bentoml.models.list("classification_model")) == 1
+
+
+def test_stage_is_the_fallback_when_the_alias_is_missing(trained_store):
+    client = mlflow.MlflowClient()
+    name = trained_store.registered_model_name
+    client.transition_model_version_stage(name, "2", "Production")
+    result = import_production()
+    model = bentoml.models.get(result.tag)
+    assert model.info.labels["registered_version"] == "2"
+    assert model.info.labels["resolved_by"] == "stage-Production"
+
+
+def test_import_without_production_exits_1_and_leaves_store_unchanged(trained_store, capsys):
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _store_snapshot(home)
+    assert import_main([]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "no production version" in out[0]
+    assert _store_snapshot(home) == before
+
+
+def test_corrupt_scaler_fails_and_leaves_store_unchanged(mlflow_store):
+    results = run_experiments(dataset_name="iris", grid=make_grid([1.0], ["l2"]))
+    promote_best()
+    run = mlflow.get_run(results[0].run_id)
+    scaler = Path(run.info.artifact_uri.removeprefix("file://")) / "scaler" / "scaler.skops"
+    scaler.write_bytes(b"not a skops file")
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _store_snapshot(home)
+    with pytest.raises(ImportFailed, match="scaler"):
+        import_production()
+    assert _store_snapshot(home) == before

@@ -1,0 +1,285 @@
+"""Import the production model of the registry, and its scaler, into the BentoML model store.
+
+    python scripts/import_production.py [--alias production]
+
+The Bento model is written in a staging folder beside the store and renamed into it in one
+step, so an import that fails or is killed leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from training.config import (
+    FEATURE_STATS_ARTIFACT,
+    METRICS,
+    SCALER_ARTIFACT,
+    SCHEMA_ARTIFACT,
+    Settings,
+    get_settings,
+)
+from training.tracking import TrackingUnavailable, connect, one_line
+
+logger = logging.getLogger(__name__)
+
+# Files of the Bento model, relative to its folder.
+MLFLOW_MODEL_DIR = "mlflow_model"
+SCALER_FILE = "scaler.skops"
+SCHEMA_FILE = "schema.json"
+FEATURE_STATS_FILE = "feature_stats.json"
+STAGING_PREFIX = ".import-staging-"
+
+
+class ImportFailed(RuntimeError):
+    """The production model cannot be imported; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class ProductionVersion:
+    """The registry version to import and how it was found."""
+
+    name: str
+    version: str
+    run_id: str
+    resolved_by: str  # "@production" or "stage Production"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The Bento model tag and whether this call created it."""
+
+    tag: str
+    created: bool
+    seconds: float
+
+
+def resolve_production(client, *, name: str, alias: str) -> ProductionVersion:
+    """The alias target, else the highest version in the legacy Production stage."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+        resolved_by = f"@{alias}"
+    except MlflowException:
+        staged = [v for v in client.search_model_versions(f"name = '{name}'")
+                  if v.current_stage == "Production"]
+        if not staged:
+            raise ImportFailed(f"no production version of {name}: run `python -m training.promote`") from None
+        version = max(staged, key=lambda v: int(v.version))
+        resolved_by = "stage Production"
+    if not version.run_id:
+        raise ImportFailed(f"{name} version {version.version} has no run to take the scaler from")
+    return ProductionVersion(name=name, version=str(version.version), run_id=version.run_id,
+                             resolved_by=resolved_by)
+
+
+def bento_tag(settings: Settings, production: ProductionVersion) -> str:
+    """A tag that names the registry version and run, so a re-import finds it."""
+    return f"{settings.bento_model_name}:v{production.version}-{production.run_id[:12]}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_version(production: ProductionVersion, directory: Path) -> None:
+    """Fetch the registered model and the same run's scaler, schema and feature statistics."""
+    import mlflow
+
+    try:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{production.name}/{production.version}",
+            dst_path=str(directory / MLFLOW_MODEL_DIR))
+        for artifact, local in ((SCALER_ARTIFACT, SCALER_FILE), (SCHEMA_ARTIFACT, SCHEMA_FILE),
+                                (FEATURE_STATS_ARTIFACT, FEATURE_STATS_FILE)):
+            fetched = mlflow.artifacts.download_artifacts(
+                run_id=production.run_id, artifact_path=artifact, dst_path=str(directory / "run"))
+            shutil.move(fetched, directory / local)
+    except Exception as error:  # noqa: BLE001 - each store raises its own kind
+        raise ImportFailed(f"artifact missing for {production.name} version {production.version}: "
+                           f"{one_line(error)}") from None
+    shutil.rmtree(directory / "run", ignore_errors=True)
+
+
+def check_and_convert(production: ProductionVersion, directory: Path) -> dict:
+    """Check model and scaler belong together; write the numpy parameters; return the schema."""
+    import mlflow.sklearn
+    import numpy as np
+    import skops.io
+    import yaml
+
+    from serving.predictor import LinearPredictor
+
+    model_dir = directory / MLFLOW_MODEL_DIR
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    if mlmodel.get("run_id") not in (None, production.run_id):
+        raise ImportFailed(f"version {production.version} was logged by run {mlmodel['run_id']}, "
+                           f"not by {production.run_id}")
+    pipeline = mlflow.sklearn.load_model(str(model_dir))
+    try:
+        scaler = skops.io.load(directory / SCALER_FILE)
+    except Exception as error:  # noqa: BLE001 - a corrupt file can fail in many ways
+        raise ImportFailed(f"the scaler artifact of run {production.run_id} is unreadable: "
+                           f"{one_line(error)}") from None
+    schema = json.loads((directory / SCHEMA_FILE).read_text())
+    try:
+        predictor = LinearPredictor.from_pipeline(pipeline)
+    except TypeError as error:
+        raise ImportFailed(f"version {production.version}: {error}") from None
+    if scaler.n_features_in_ != predictor.n_features or len(schema["feature_names"]) != predictor.n_features:
+        raise ImportFailed(f"the scaler takes {scaler.n_features_in_} features but the model "
+                           f"takes {predictor.n_features}")
+    if not (np.array_equal(scaler.mean_, predictor.mean) and np.array_equal(scaler.scale_, predictor.scale)):
+        raise ImportFailed(f"the scaler of run {production.run_id} is not the one inside the model")
+    if len(schema["class_names"]) != predictor.n_classes:
+        raise ImportFailed("the class names do not match the model's classes")
+    predictor.save(directory)
+    return schema
+
+
+def import_production(*, alias: str | None = None, settings: Settings | None = None) -> ImportResult:
+    """Import the production version into the BentoML store, once; return its tag."""
+    import bentoml
+    import mlflow
+
+    started = time.perf_counter()
+    settings = settings or get_settings()
+    alias = alias or settings.production_alias
+    connect(settings)
+    client = mlflow.MlflowClient()
+    production = resolve_production(client, name=settings.registered_model_name, alias=alias)
+    tag = bento_tag(settings, production)
+    try:
+        bentoml.models.get(tag)
+        return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
+    except bentoml.exceptions.NotFound:
+        pass
+    store_root = _model_store_path()
+    _remove_stale_staging(store_root.parent)
+    with tempfile.TemporaryDirectory(prefix="import-") as tmp:
+        work = Path(tmp)
+        download_version(production, work)
+        schema = check_and_convert(production, work)
+        run = client.get_run(production.run_id)
+        labels, metadata = describe(production, run=run, schema=schema, alias=alias,
+                                    settings=settings, directory=work)
+        save_atomically(tag, source=work, labels=labels, metadata=metadata, store_root=store_root)
+    return ImportResult(tag=tag, created=True, seconds=time.perf_counter() - started)
+
+
+def describe(production: ProductionVersion, *, run, schema: dict, alias: str, settings: Settings,
+             directory: Path) -> tuple[dict[str, str], dict]:
+    """Labels (strings, for filtering) and metadata (lineage, metrics, names, hashes)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    hashes = {str(p.relative_to(directory)): sha256_of(p) for p in files}
+    dataset = run.data.params.get("dataset_name", "")
+    labels = {
+        "registered_model": production.name,
+        "registered_version": production.version,
+        "alias": alias,
+        "resolved_by": production.resolved_by.replace(" ", "-").lstrip("@"),
+        "run_id": production.run_id,
+        "dataset": dataset,
+    }
+    metadata = {
+        "registered_model": production.name,
+        "version": production.version,
+        "alias": alias,
+        "run_id": production.run_id,
+        "dataset": dataset,
+        "metrics": {m: run.data.metrics[m] for m in METRICS if m in run.data.metrics},
+        "params": dict(run.data.params),
+        "feature_names": schema["feature_names"],
+        "class_names": schema["class_names"],
+        "sha256": hashes,
+        "tracking_uri": settings.tracking_uri if settings.is_remote else "local",
+        "run_url": (f"{settings.tracking_uri.rstrip('/')}/#/experiments/"
+                    f"{run.info.experiment_id}/runs/{production.run_id}") if settings.is_remote else "",
+        "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return labels, metadata
+
+
+def _model_store_path() -> Path:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store.get()._path)
+
+
+def _remove_stale_staging(home: Path) -> None:
+    """Clear what an import killed mid-way left behind; it is outside the store proper."""
+    for stale in home.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def save_atomically(tag: str, *, source: Path, labels: dict[str, str], metadata: dict,
+                    store_root: Path) -> None:
+    """Build the Bento model in a staging store, then rename it into the real one."""
+    import bentoml
+    from bentoml._internal.models.model import ModelStore
+    from bentoml._internal.tag import Tag
+
+    staging = store_root.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    try:
+        staging.mkdir(parents=True)
+        with bentoml.models.create(tag, labels=labels, metadata=metadata,
+                                   _model_store=ModelStore(staging)) as model:
+            shutil.copytree(source, model.path, dirs_exist_ok=True)
+        parsed = Tag.from_taglike(tag)
+        final = store_root / parsed.name / parsed.version
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging / parsed.name / parsed.version, final)  # the one step that publishes
+        latest = store_root / parsed.name / "latest"
+        latest_tmp = latest.with_name(f".latest-{uuid.uuid4().hex}")
+        latest_tmp.write_text(parsed.version)
+        os.replace(latest_tmp, latest)
+    except OSError as error:
+        raise ImportFailed(f"cannot write to the BentoML store at {store_root}: "
+                           f"{error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alias", default=None, help="registry alias to import (default: production)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        result = import_production(alias=args.alias)
+    except (ImportFailed, TrackingUnavailable) as error:
+        logger.error("error: %s", one_line(error))
+        return 1
+    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
+        logger.error("error: import failed: %s", one_line(error))
+        return 1
+    verb = "imported" if result.created else "already imported"
+    logger.info("%s %s (%.1f s)", verb, result.tag, result.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
