@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     # Seconds to wait for a tracking server before calling it unreachable.
     connect_timeout: float = Field(5.0, alias="MLFLOW_CONNECT_TIMEOUT")
 
+    # Serving: which Bento model to serve and the limits on one request.
+    bento_model_tag: str = Field("classification_model:latest", alias="BENTO_MODEL_TAG")
+    max_rows: int = Field(10_000, alias="MAX_ROWS", gt=0)
+    max_body_bytes: int = Field(8 * 1024 * 1024, alias="MAX_BODY_BYTES", gt=0)
+    request_timeout: int = Field(10, alias="REQUEST_TIMEOUT", gt=0)
+    # When set, POST /predict needs "Authorization: Bearer <key>".
+    api_key: str | None = Field(None, alias="API_KEY")
+
     @property
     def is_remote(self) -> bool:
         """True when the tracking URI is an HTTP(S) server."""

@@ -1,0 +1,48 @@
+"""The BentoML service: GET /health and POST /predict for the imported production model.
+
+    bentoml serve            # from the repo root, after scripts/import_production.py
+
+BentoML keeps its own /livez, /readyz, /metrics and the Swagger UI at /.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+
+import bentoml
+
+from serving.app import PredictionApp
+from serving.model import load_model
+from training.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+http_app = PredictionApp()
+
+
+@bentoml.asgi_app(http_app, path="/")
+@bentoml.service(
+    name="classification_service",
+    workers=1,  # one worker per core is the most that helps; see README "Performance"
+    logging={"access": {"enabled": False}},
+    tracing={"sample_rate": 0.0},
+    traffic={"timeout": get_settings().request_timeout},
+)
+class ClassificationService:
+    """Loads the model once; the mounted app answers requests."""
+
+    # A class attribute, so that `bentoml build` packs the model into the Bento.
+    bento_model = bentoml.models.BentoModel(get_settings().bento_model_tag)
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        model = load_model(Path(self.bento_model.path), self.bento_model.info.metadata,
+                           tag=str(self.bento_model.tag))
+        http_app.bind(model, max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
+                      api_key=settings.api_key)
+        # Everything loaded so far lives as long as the process: keep it out of the GC's scans.
+        gc.freeze()
+        logger.info("serving %s version %s (%s)", model.summary["name"],
+                    model.summary["version"], self.bento_model.tag)

@@ -1,0 +1,173 @@
+"""The /health and /predict endpoints as one small ASGI app, mounted into the BentoML service.
+
+FastAPI declares the routes so that BentoML's OpenAPI document and Swagger UI describe them,
+but requests are answered by `PredictionApp.__call__` directly: the per-request work of a
+router, pydantic models and a thread hand-off cost more than the model itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from serving.contract import RequestError, error_body, format_predictions, parse_features
+from serving.model import LoadedModel
+
+JSON_HEADER = (b"content-type", b"application/json")
+
+
+class PredictRequest(BaseModel):
+    """Rows of raw features in the model's feature order (one flat row is also accepted)."""
+
+    features: list[list[float]] | list[float] = Field(
+        ..., examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]])
+
+
+class Prediction(BaseModel):
+    label: str
+    class_index: int
+    probabilities: dict[str, float]
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+    model: ModelSummary
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    run_id: str
+    alias: str | None = None
+    dataset: str
+    features: list[str]
+    classes: list[str]
+    metrics: dict[str, float]
+    bento_tag: str
+    imported_at: str | None = None
+    run_url: str | None = None
+    sha256: dict[str, str]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: ModelInfo | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+_ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
+    400: "malformed body", 401: "missing or wrong API key", 405: "wrong method",
+    413: "body or row count over the limit", 415: "content type is not application/json",
+    422: "rows of the wrong length or values that are not finite numbers",
+    503: "model not loaded"}.items()}
+
+
+class PredictionApp(FastAPI):
+    """Serves /health and /predict from a loaded model; FastAPI only for the OpenAPI schema."""
+
+    def __init__(self) -> None:
+        super().__init__(title="classification", openapi_url=None, docs_url=None, redoc_url=None)
+        self.model: LoadedModel | None = None
+        self.max_rows = 10_000
+        self.max_body_bytes = 8 * 1024 * 1024
+        self.api_key: bytes | None = None
+        self._health_body = b""
+        self._declare_routes()
+
+    def _declare_routes(self) -> None:
+        @self.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+        def health() -> HealthResponse:  # answered in __call__; declared for the schema
+            """Liveness of the model: which version is loaded and how it scored."""
+
+        @self.post("/predict", response_model=PredictResponse, responses=_ERRORS)
+        def predict(request: PredictRequest) -> PredictResponse:  # answered in __call__
+            """Class label and probabilities for each row of raw features."""
+
+    def bind(self, model: LoadedModel, *, max_rows: int, max_body_bytes: int,
+             api_key: str | None) -> None:
+        """Start answering with this model and these limits."""
+        self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
+        self.api_key = api_key.encode() if api_key else None
+        self._health_body = json.dumps({"status": "ok", "model": model.info}).encode()
+        self.model = model
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan and the like: FastAPI's own handling
+            await super().__call__(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            if scope["path"] == "/predict":
+                status, body = 200, await self._predict(scope, receive)
+            else:
+                status, body, headers = self._health(scope)
+        except RequestError as error:
+            status, body = error.status, error_body(error.message)
+            if status == 405:
+                headers = [(b"allow", b"POST")]
+            elif status == 401:
+                headers = [(b"www-authenticate", b"Bearer")]
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _health(self, scope: dict) -> tuple[int, bytes, list]:
+        if scope["method"] not in ("GET", "HEAD"):
+            return 405, error_body("use GET for /health"), [(b"allow", b"GET, HEAD")]
+        if self.model is None:
+            return 503, json.dumps({"status": "unavailable", "model": None}).encode(), []
+        return 200, self._health_body, []
+
+    async def _predict(self, scope: dict, receive: Any) -> bytes:
+        if scope["method"] != "POST":
+            raise RequestError(405, "use POST for /predict", "method")
+        model = self.model
+        if model is None:
+            raise RequestError(503, "the model is not loaded yet", "not_ready")
+        content_type = authorization = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+        if self.api_key is not None:
+            supplied = authorization[7:] if authorization and authorization[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(supplied, self.api_key):
+                raise RequestError(401, "a valid 'Authorization: Bearer <API key>' header is required", "auth")
+        if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            raise RequestError(415, "the body must be sent with Content-Type: application/json", "content_type")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
+        body = await self._read_body(receive)
+        X = parse_features(body, n_features=model.predictor.n_features, max_rows=self.max_rows)
+        return format_predictions(model.predictor.predict_proba(X), class_names=model.class_names,
+                                  model=model.summary)
+
+    async def _read_body(self, receive: Any) -> bytes:
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            return body  # the common case: one chunk
+        chunks, size = [body], len(body)
+        while message.get("more_body"):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
