@@ -38,10 +38,28 @@ def use_store(monkeypatch: pytest.MonkeyPatch, directory: Path) -> Settings:
     return settings
 
 
+_BENTOML_MEMOS = ("bentoml_home", "result_store_file", "tmp_bento_store_dir", "bento_store_dir",
+                  "model_store_dir", "env_store_dir", "bento_store", "model_store")
+
+
+def use_bentoml_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Point BentoML, in this process and in subprocesses, at a model store inside home."""
+    from simple_di import sentinel
+
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "True")
+    # BentoML memoizes its home and stores once per process; forget them so this one is used.
+    for name in _BENTOML_MEMOS:
+        getattr(BentoMLContainer, name)._cache = sentinel
+    return home
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """No test sees another's settings, MLflow store or BentoML home."""
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    use_bentoml_home(monkeypatch, tmp_path / "bentoml")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'unused-mlflow.db'}")
     get_settings.cache_clear()
     yield

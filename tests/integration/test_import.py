@@ -84,3 +84,9 @@ def test_corrupt_scaler_fails_and_leaves_store_unchanged(mlflow_store):
     with pytest.raises(ImportFailed, match="scaler"):
         import_production()
     assert _store_snapshot(home) == before
+
+
+def test_each_test_has_its_own_bentoml_home(tmp_path):
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    assert Path(BentoMLContainer.model_store.get()._path) == tmp_path / "bentoml" / "models"
