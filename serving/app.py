@@ -5,26 +5,30 @@ but requests are answered by `PredictionApp.__call__` directly: the per-request 
 router, pydantic models and a thread hand-off cost more than the model itself.
 """
 
-from __future__ import annotations
-
 import hmac
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from serving.contract import RequestError, error_body, format_predictions, parse_features
+from serving.contract import MAX_ABS_FEATURE, RequestError, error_body, format_predictions, parse_features
 from serving.model import LoadedModel
 
 JSON_HEADER = (b"content-type", b"application/json")
 
 
-class PredictRequest(BaseModel):
-    """Rows of raw features in the model's feature order (one flat row is also accepted)."""
-
-    features: list[list[float]] | list[float] = Field(
-        ..., examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]])
+def request_model(*, n_features: int | None, max_rows: int) -> type[BaseModel]:
+    """The /predict body schema; exact row length and row limit once a model is loaded."""
+    value = Annotated[float, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
+    row = Annotated[list[value], Field(min_length=n_features or 1, max_length=n_features)]
+    rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Rows of raw features in the model's feature order; one flat row is one row.",
+        features=(rows | row, Field(..., examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]])),
+    )
 
 
 class Prediction(BaseModel):
@@ -69,8 +73,8 @@ class ErrorResponse(BaseModel):
 
 _ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
     400: "malformed body", 401: "missing or wrong API key", 405: "wrong method",
-    413: "body or row count over the limit", 415: "content type is not application/json",
-    422: "rows of the wrong length or values that are not finite numbers",
+    413: "body over the size limit", 415: "content type is not application/json",
+    422: "rows of the wrong length, too many rows, or values that are not finite numbers",
     503: "model not loaded"}.items()}
 
 
@@ -84,15 +88,21 @@ class PredictionApp(FastAPI):
         self.max_body_bytes = 8 * 1024 * 1024
         self.api_key: bytes | None = None
         self._health_body = b""
-        self._declare_routes()
+        self._declare_routes(n_features=None)
 
-    def _declare_routes(self) -> None:
+    def _declare_routes(self, *, n_features: int | None) -> None:
+        """Routes for the OpenAPI document only: __call__ answers the requests."""
+        self.router.routes.clear()
+        PredictRequest = request_model(n_features=n_features, max_rows=self.max_rows)
+
         @self.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-        def health() -> HealthResponse:  # answered in __call__; declared for the schema
+        def health() -> HealthResponse:
             """Liveness of the model: which version is loaded and how it scored."""
 
         @self.post("/predict", response_model=PredictResponse, responses=_ERRORS)
-        def predict(request: PredictRequest) -> PredictResponse:  # answered in __call__
+        # Annotations evaluated here (no `from __future__ import annotations` in this module):
+        # FastAPI must see the local PredictRequest class.
+        def predict(request: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
             """Class label and probabilities for each row of raw features."""
 
     def bind(self, model: LoadedModel, *, max_rows: int, max_body_bytes: int,
@@ -101,6 +111,7 @@ class PredictionApp(FastAPI):
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.api_key = api_key.encode() if api_key else None
         self._health_body = json.dumps({"status": "ok", "model": model.info}).encode()
+        self._declare_routes(n_features=model.predictor.n_features)
         self.model = model
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

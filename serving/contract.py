@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
+
+# Far beyond any real feature, and far enough inside float64's range that scaling and the
+# dot product cannot overflow into inf - inf = NaN probabilities.
+MAX_ABS_FEATURE = 1e100
 
 
 class RequestError(ValueError):
@@ -57,7 +60,7 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
     if not isinstance(rows[0], list):
         rows = [rows]  # one flat row
     if len(rows) > max_rows:
-        raise RequestError(413, f"{len(rows)} rows is more than the limit of {max_rows} per request", "too_many_rows")
+        raise RequestError(422, f"{len(rows)} rows is more than the limit of {max_rows} per request", "too_many_rows")
     for index, row in enumerate(rows):
         if not isinstance(row, list):
             raise RequestError(400, f"row {index} is not a list of numbers", "not_a_row")
@@ -72,9 +75,11 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
         X = np.array(rows, dtype=np.float64)
     except OverflowError:
         raise RequestError(422, "a feature value does not fit a 64-bit float", "not_finite") from None
-    if not np.isfinite(X).all():
-        bad = next(i for i, row in enumerate(X) if not all(math.isfinite(v) for v in row))
-        raise RequestError(422, f"row {bad} holds a value too large for a 64-bit float", "not_finite")
+    within = np.abs(X) <= MAX_ABS_FEATURE  # False for inf as well
+    if not within.all():
+        bad = int(np.argmin(within.all(axis=1)))
+        raise RequestError(422, f"row {bad} holds a value outside the accepted range "
+                                f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}", "out_of_range")
     return X
 
 

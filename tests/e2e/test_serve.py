@@ -84,7 +84,8 @@ BAD_REQUESTS = [
     ("top-level array", {"json": [IRIS_ROW]}, 400),
     ("unknown key", {"json": {"features": [IRIS_ROW], "extra": 1}}, 400),
     ("duplicate keys", {"content": b'{"features": [[1,2,3,4]], "features": [[1,2,3,4]]}'}, 400),
-    ("too many rows", {"json": {"features": [IRIS_ROW] * 10_001}}, 413),
+    ("too many rows", {"json": {"features": [IRIS_ROW] * 10_001}}, 422),
+    ("values out of range", {"json": {"features": [[1.7e308, -1.7e308, 1.7e308, 0.0]]}}, 422),
     ("invalid UTF-8", {"content": b'{"features": [[1, 2, 3, "\xff"]]}'}, 400),
     ("deep nesting", {"content": b'{"features": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"}, 400),
 ]
