@@ -34,6 +34,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "unit or integration"
 
+# About 5 minutes; options after BENCH_ARGS=, e.g. BENCH_ARGS="--duration 3 --rounds 1".
+bench: setup
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+# 60 s at concurrency 64 against `bentoml serve`; SOAK_ARGS="--duration 600" for longer.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
+
 build: setup
 	$(BENTOML) build
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import bentoml
 
-from serving.app import PredictionApp
+from serving.app import JsonErrors, PredictionApp
 from serving.model import load_model
 from training.config import get_settings
 
@@ -46,3 +46,6 @@ class ClassificationService:
         gc.freeze()
         logger.info("serving %s version %s (%s)", model.summary["name"],
                     model.summary["version"], self.bento_model.tag)
+
+
+ClassificationService.add_asgi_middleware(JsonErrors)

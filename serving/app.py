@@ -182,3 +182,39 @@ class PredictionApp(FastAPI):
                 raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class JsonErrors:
+    """ASGI middleware: BentoML's plain-text 404 and 405 answers become {"error": ...} JSON."""
+
+    MESSAGES = {404: "no such endpoint; see the API at / (Swagger UI)",
+                405: "this endpoint does not accept that method"}
+
+    def __init__(self, app: Any, *, own_paths: frozenset[str] = frozenset({"/predict", "/health"})) -> None:
+        self.app = app
+        self.own_paths = own_paths  # answered in JSON already: pass them straight through
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.own_paths:
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+
+        async def send_json_errors(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] in self.MESSAGES \
+                    and dict(message.get("headers", [])).get(b"content-type", b"").startswith(b"text/plain"):
+                held["start"] = message  # replace the body once it is complete
+                return
+            if message["type"] == "http.response.body" and "start" in held:
+                if message.get("more_body"):
+                    return
+                start = held.pop("start")
+                body = error_body(self.MESSAGES[start["status"]])
+                headers = [(k, v) for k, v in start.get("headers", []) if k == b"allow"]
+                await send({"type": "http.response.start", "status": start["status"], "headers": [
+                    JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_json_errors)

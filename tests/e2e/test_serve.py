@@ -128,3 +128,13 @@ def test_service_survives_bad_input(served):
                    timeout=30, **kwargs)
     assert httpx.get(f"{served.url}/health").status_code == 200
     assert httpx.post(f"{served.url}/predict", json={"features": [IRIS_ROW]}).json() == before
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/no-such-path", 404), ("POST", "/predict/extra", 404), ("DELETE", "/health", 405),
+    ("PUT", "/predict", 405), ("POST", "/livez", 405)])
+def test_unknown_paths_and_methods_answer_json(served, method, path, status):
+    response = httpx.request(method, f"{served.url}{path}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]
