@@ -126,7 +126,7 @@ def promote_best(
         if previous == best.version or (held is not None and held >= best.score):
             message = (f"kept version {previous} in production: its {metric} {held:.4f} is at "
                        f"least the best candidate's {best.score:.4f} (use --force to replace it)")
-            _align_stage(client, name=name, version=previous)
+            _align_stage(client, name=name, alias=alias)
             return PromotionResult(False, previous, held, previous, message)
     apply_promotion(client, name=name, alias=alias, best=best, metric=metric, previous=previous)
     message = (f"promoted {name} version {best.version} ({metric}={best.score:.4f}) to @{alias} "
@@ -139,7 +139,7 @@ def apply_promotion(
 ) -> None:
     """Move the alias and the stage, then record why on the version."""
     client.set_registered_model_alias(name, alias, best.version)
-    _align_stage(client, name=name, version=best.version)
+    _align_stage(client, name=name, alias=alias)
     audit = {
         "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "promoted_metric": metric,
@@ -150,16 +150,22 @@ def apply_promotion(
         client.set_model_version_tag(name, best.version, key, value)
 
 
-def _align_stage(client, *, name: str, version: str) -> None:
+def _align_stage(client, *, name: str, alias: str) -> None:
     """Put the alias holder in Production and archive any other holder of that stage."""
-    holder = client.get_model_version(name, version)
-    if holder.current_stage != PRODUCTION_STAGE:
-        client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
-                                              archive_existing_versions=True)
-    # A concurrent promote may have staged another version: the alias is the truth.
-    for other in client.search_model_versions(f"name = '{name}'"):
-        if str(other.version) != version and other.current_stage == PRODUCTION_STAGE:
-            client.transition_model_version_stage(name, other.version, "Archived")
+    # Follow the alias, not the version this process chose: with two promotes at once the
+    # last alias write wins, so re-read it until it holds still while the stage is moved.
+    for _ in range(5):
+        version = current_production(client, name=name, alias=alias)
+        if version is None:
+            return
+        if client.get_model_version(name, version).current_stage != PRODUCTION_STAGE:
+            client.transition_model_version_stage(name, version, PRODUCTION_STAGE,
+                                                  archive_existing_versions=True)
+        for other in client.search_model_versions(f"name = '{name}'"):
+            if str(other.version) != version and other.current_stage == PRODUCTION_STAGE:
+                client.transition_model_version_stage(name, other.version, "Archived")
+        if current_production(client, name=name, alias=alias) == version:
+            return
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -99,3 +99,25 @@ def test_unreachable_tracking_server_exits_1_with_one_line(module):
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines
     assert "unreachable" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_concurrent_promotions_leave_one_production_version(trained_store):
+    """Two promotions racing: afterwards one version holds both alias and stage."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.promote import Candidate, apply_promotion
+
+    name = trained_store.registered_model_name
+    client = mlflow.MlflowClient()
+    run_ids = {str(v.version): v.run_id for v in client.search_model_versions(f"name = '{name}'")}
+    for round_ in range(3):
+        picks = [Candidate(version=v, run_id=run_ids[v], dataset="iris", score=1.0)
+                 for v in (("2", "3") if round_ % 2 else ("4", "6"))]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda c: apply_promotion(mlflow.MlflowClient(), name=name,
+                                                    alias="production", best=c, metric="f1",
+                                                    previous=None), picks))
+        staged = [str(v.version) for v in client.search_model_versions(f"name = '{name}'")
+                  if v.current_stage == "Production"]
+        holder = str(client.get_model_version_by_alias(name, "production").version)
+        assert staged == [holder], (round_, staged, holder)
