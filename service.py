@@ -15,6 +15,7 @@ import bentoml
 
 from serving.app import JsonErrors, PredictionApp
 from serving.model import load_model
+from serving.monitoring import ServiceMetrics
 from training.config import get_settings
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class ClassificationService:
         settings = get_settings()
         model = load_model(Path(self.bento_model.path), self.bento_model.info.metadata,
                            tag=str(self.bento_model.tag))
+        metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)
         http_app.bind(model, max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
-                      api_key=settings.api_key)
+                      api_key=settings.api_key, metrics=metrics)
         # Everything loaded so far lives as long as the process: keep it out of the GC's scans.
         gc.freeze()
         logger.info("serving %s version %s (%s)", model.summary["name"],

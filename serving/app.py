@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from serving.contract import MAX_ABS_FEATURE, RequestError, error_body, format_predictions, parse_features
 from serving.model import LoadedModel
+from serving.monitoring import ServiceMetrics
 
 JSON_HEADER = (b"content-type", b"application/json")
+OWN_PATHS = frozenset({"/predict", "/health", "/metadata"})
 
 
 def request_model(*, n_features: int | None, max_rows: int) -> type[BaseModel]:
@@ -87,7 +89,9 @@ class PredictionApp(FastAPI):
         self.max_rows = 10_000
         self.max_body_bytes = 8 * 1024 * 1024
         self.api_key: bytes | None = None
+        self.metrics: ServiceMetrics | None = None
         self._health_body = b""
+        self._metadata_body = b""
         self._declare_routes(n_features=None)
 
     def _declare_routes(self, *, n_features: int | None) -> None:
@@ -99,6 +103,10 @@ class PredictionApp(FastAPI):
         def health() -> HealthResponse:
             """Liveness of the model: which version is loaded and how it scored."""
 
+        @self.get("/metadata", response_model=ModelInfo, responses={503: {"model": ErrorResponse}})
+        def metadata() -> ModelInfo:
+            """Lineage of the served model: registry version, run, metrics, names, hashes."""
+
         @self.post("/predict", response_model=PredictResponse, responses=_ERRORS)
         # Annotations evaluated here (no `from __future__ import annotations` in this module):
         # FastAPI must see the local PredictRequest class.
@@ -106,11 +114,13 @@ class PredictionApp(FastAPI):
             """Class label and probabilities for each row of raw features."""
 
     def bind(self, model: LoadedModel, *, max_rows: int, max_body_bytes: int,
-             api_key: str | None) -> None:
+             api_key: str | None, metrics: ServiceMetrics | None = None) -> None:
         """Start answering with this model and these limits."""
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.api_key = api_key.encode() if api_key else None
+        self.metrics = metrics
         self._health_body = json.dumps({"status": "ok", "model": model.info}).encode()
+        self._metadata_body = json.dumps(model.info).encode()
         self._declare_routes(n_features=model.predictor.n_features)
         self.model = model
 
@@ -123,9 +133,11 @@ class PredictionApp(FastAPI):
             if scope["path"] == "/predict":
                 status, body = 200, await self._predict(scope, receive)
             else:
-                status, body, headers = self._health(scope)
+                status, body, headers = self._describe(scope)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
+            if self.metrics is not None:
+                self.metrics.reject(error.reason)
             if status == 405:
                 headers = [(b"allow", b"POST")]
             elif status == 401:
@@ -134,12 +146,16 @@ class PredictionApp(FastAPI):
                     "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})
 
-    def _health(self, scope: dict) -> tuple[int, bytes, list]:
+    def _describe(self, scope: dict) -> tuple[int, bytes, list]:
+        """GET /health and GET /metadata."""
+        path = scope["path"]
         if scope["method"] not in ("GET", "HEAD"):
-            return 405, error_body("use GET for /health"), [(b"allow", b"GET, HEAD")]
+            return 405, error_body(f"use GET for {path}"), [(b"allow", b"GET, HEAD")]
         if self.model is None:
+            if path == "/metadata":
+                return 503, error_body("the model is not loaded yet"), []
             return 503, json.dumps({"status": "unavailable", "model": None}).encode(), []
-        return 200, self._health_body, []
+        return 200, self._health_body if path == "/health" else self._metadata_body, []
 
     async def _predict(self, scope: dict, receive: Any) -> bytes:
         if scope["method"] != "POST":
@@ -165,7 +181,11 @@ class PredictionApp(FastAPI):
             raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
         body = await self._read_body(receive)
         X = parse_features(body, n_features=model.predictor.n_features, max_rows=self.max_rows)
-        return format_predictions(model.predictor.predict_proba(X), class_names=model.class_names,
+        probabilities = model.predictor.predict_proba(X)
+        predicted = probabilities.argmax(axis=1)
+        if self.metrics is not None:
+            self.metrics.observe(X, predicted)
+        return format_predictions(probabilities, predicted, class_names=model.class_names,
                                   model=model.summary)
 
     async def _read_body(self, receive: Any) -> bytes:
@@ -190,7 +210,7 @@ class JsonErrors:
     MESSAGES = {404: "no such endpoint; see the API at / (Swagger UI)",
                 405: "this endpoint does not accept that method"}
 
-    def __init__(self, app: Any, *, own_paths: frozenset[str] = frozenset({"/predict", "/health"})) -> None:
+    def __init__(self, app: Any, *, own_paths: frozenset[str] = OWN_PATHS) -> None:
         self.app = app
         self.own_paths = own_paths  # answered in JSON already: pass them straight through
 

@@ -84,10 +84,10 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
 
 
 def format_predictions(
-    probabilities: np.ndarray, *, class_names: list[str], model: dict[str, str]
+    probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str], model: dict[str, str]
 ) -> bytes:
     """The JSON answer: one prediction per row, in order."""
-    indices = probabilities.argmax(axis=1).tolist()
+    indices = predicted.tolist()
     predictions = [
         {"label": class_names[index], "class_index": index,
          "probabilities": dict(zip(class_names, row))}

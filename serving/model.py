@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from serving.monitoring import FeatureStats
 from serving.predictor import PARAMS_FILE, LinearPredictor
+
+FEATURE_STATS_FILE = "feature_stats.json"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -22,8 +26,9 @@ class LoadedModel:
     predictor: LinearPredictor
     class_names: list[str]
     feature_names: list[str]
-    info: dict = field(repr=False)  # the /health "model" block
+    info: dict = field(repr=False)  # the /health and /metadata "model" block
     summary: dict = field(repr=False)  # the /predict "model" block
+    feature_stats: FeatureStats | None = field(default=None, repr=False)
 
 
 def verify_sha256(directory: Path, expected: dict[str, str], names: list[str]) -> None:
@@ -38,8 +43,12 @@ def verify_sha256(directory: Path, expected: dict[str, str], names: list[str]) -
 
 def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
     """Verify, load and warm up the model saved by scripts/import_production.py."""
-    verify_sha256(directory, metadata.get("sha256", {}), [PARAMS_FILE])
+    has_stats = (directory / FEATURE_STATS_FILE).exists()
+    verify_sha256(directory, metadata.get("sha256", {}),
+                  [PARAMS_FILE, FEATURE_STATS_FILE] if has_stats else [PARAMS_FILE])
     predictor = LinearPredictor.load(directory)
+    stats = (FeatureStats.from_dict(json.loads((directory / FEATURE_STATS_FILE).read_text()))
+             if has_stats else None)
     class_names = list(metadata["class_names"])
     feature_names = list(metadata["feature_names"])
     if len(feature_names) != predictor.n_features or len(class_names) != predictor.n_classes:
@@ -62,5 +71,5 @@ def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
         "run_url": metadata.get("run_url") or None,
         "sha256": metadata.get("sha256", {}),
     }
-    return LoadedModel(predictor=predictor, class_names=class_names,
-                       feature_names=feature_names, info=info, summary=summary)
+    return LoadedModel(predictor=predictor, class_names=class_names, feature_names=feature_names,
+                       info=info, summary=summary, feature_stats=stats)

@@ -138,3 +138,55 @@ def test_unknown_paths_and_methods_answer_json(served, method, path, status):
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]
+
+
+def test_metadata_gives_lineage(served, production):
+    response = httpx.get(f"{served.url}/metadata")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["version"] == str(production.version) and body["run_id"] == production.run_id
+    assert body["alias"] == "production"
+    assert body["bento_tag"].startswith("classification_model:v")
+    assert "linear_params.npz" in body["sha256"] and body["imported_at"]
+    assert body == httpx.get(f"{served.url}/health").json()["model"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of one metric whose labels include the given ones."""
+    total = 0.0
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        metric_name, _, label_text = series.partition("{")
+        if not line.startswith("#") and metric_name == name \
+                and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_prometheus_counters_move(served):
+    def scrape() -> str:
+        return httpx.get(f"{served.url}/metrics").text
+
+    before = scrape()
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [50.0, 3.0, 1.4, 0.2]]
+    assert httpx.post(f"{served.url}/predict", json={"features": rows}).status_code == 200
+    httpx.post(f"{served.url}/predict", json={"features": [[1.0, 2.0]]})
+    after = scrape()
+    assert _metric(after, "classifier_predictions_total", label="setosa") \
+        - _metric(before, "classifier_predictions_total", label="setosa") >= 1
+    assert _metric(after, "classifier_predictions_total", label="virginica") \
+        - _metric(before, "classifier_predictions_total", label="virginica") >= 1
+    assert _metric(after, "classifier_request_rows_count") - _metric(before, "classifier_request_rows_count") == 1
+    assert _metric(after, "classifier_request_rows_sum") - _metric(before, "classifier_request_rows_sum") == 3
+    assert _metric(after, "classifier_rejected_requests_total", reason="wrong_length") \
+        - _metric(before, "classifier_rejected_requests_total", reason="wrong_length") == 1
+    assert _metric(after, "classifier_feature_out_of_range_total", feature="sepal length (cm)") \
+        - _metric(before, "classifier_feature_out_of_range_total", feature="sepal length (cm)") == 1
+
+
+def test_psi_gauge_reacts_to_shifted_inputs(served):
+    shifted = [[7.9, 2.0, 6.9, 2.5]] * 1000  # every row at the edge of the training range
+    assert httpx.post(f"{served.url}/predict", json={"features": shifted}).status_code == 200
+    text = httpx.get(f"{served.url}/metrics").text
+    psi = _metric(text, "classifier_feature_psi", feature="petal length (cm)")
+    assert psi > 1.0

@@ -59,7 +59,7 @@ def test_bad_bodies_raise_request_errors(body, status, words):
 
 def test_format_predictions_keeps_order_and_names():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8]])
-    body = json.loads(format_predictions(probabilities, class_names=["a", "b"],
+    body = json.loads(format_predictions(probabilities, probabilities.argmax(axis=1), class_names=["a", "b"],
                                          model={"name": "M", "version": "1"}))
     assert [p["label"] for p in body["predictions"]] == ["a", "b"]
     assert [p["class_index"] for p in body["predictions"]] == [0, 1]

@@ -1,0 +1,120 @@
+"""Prometheus metrics beyond BentoML's own: what is predicted, what is refused, and drift.
+
+Drift: the training-set statistics saved with the model give each feature's range and
+decile bins. Each request counts values outside the range, and the rows of a rolling window
+are binned to export a population stability index (PSI) per feature: about 0.1 means a
+moderate shift, above 0.25 a large one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_ROWS = 1000  # rows in the rolling PSI window
+PSI_EVERY_ROWS = 100  # recompute the gauges after this many new rows, not on every request
+_EPSILON = 1e-4  # keeps empty bins from making the PSI infinite
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Training statistics of the features, in feature order."""
+
+    names: list[str]
+    low: np.ndarray
+    high: np.ndarray
+    edges: list[np.ndarray]
+    expected: list[np.ndarray]
+
+    @classmethod
+    def from_dict(cls, stats: dict) -> FeatureStats:
+        features = stats["features"]
+        return cls(names=[f["name"] for f in features],
+                   low=np.array([f["min"] for f in features]),
+                   high=np.array([f["max"] for f in features]),
+                   edges=[np.asarray(f["bin_edges"], dtype=np.float64) for f in features],
+                   expected=[np.asarray(f["expected_fractions"]) for f in features])
+
+
+def population_stability(expected: np.ndarray, observed_counts: np.ndarray) -> float:
+    """PSI of observed bin counts against the expected fractions."""
+    observed = np.maximum(observed_counts / max(observed_counts.sum(), 1), _EPSILON)
+    expected = np.maximum(expected, _EPSILON)
+    return float(np.sum((observed - expected) * np.log(observed / expected)))
+
+
+class DriftWindow:
+    """Bin counts of the last WINDOW_ROWS rows, per feature."""
+
+    def __init__(self, stats: FeatureStats, *, size: int = WINDOW_ROWS) -> None:
+        self.stats = stats
+        self.size = size
+        self.bins = np.zeros((size, len(stats.names)), dtype=np.int64)  # ring of binned rows
+        self.filled = np.zeros(size, dtype=bool)
+        self.counts = [np.zeros(len(e) + 1, dtype=np.int64) for e in stats.edges]
+        self.seen = 0
+
+    def add(self, X: np.ndarray) -> None:
+        """Bin new rows into the window, evicting the oldest."""
+        X = X[-self.size:]
+        binned = np.column_stack([np.searchsorted(e, X[:, j], side="right")
+                                  for j, e in enumerate(self.stats.edges)])
+        slots = (self.seen + np.arange(len(X))) % self.size
+        evicted = slots[self.filled[slots]]
+        for j, counts in enumerate(self.counts):
+            np.subtract.at(counts, self.bins[evicted, j], 1)
+            np.add.at(counts, binned[:, j], 1)
+        self.bins[slots] = binned
+        self.filled[slots] = True
+        self.seen += len(X)
+
+    def psi(self) -> list[float]:
+        return [population_stability(e, c) for e, c in zip(self.stats.expected, self.counts)]
+
+
+class ServiceMetrics:
+    """The service's own Prometheus series; create it inside the worker, after BentoML set it up."""
+
+    def __init__(self, *, class_names: list[str], stats: FeatureStats | None) -> None:
+        # Imported here: BentoML points prometheus_client at its multiprocess folder at start-up.
+        import prometheus_client as prom
+
+        predictions = prom.Counter("classifier_predictions", "Predicted rows by class", ["label"])
+        self.by_class = [predictions.labels(name) for name in class_names]
+        self.rows = prom.Histogram("classifier_request_rows", "Rows per /predict request",
+                                   buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000))
+        self.rejected = prom.Counter("classifier_rejected_requests",
+                                     "/predict requests refused, by reason", ["reason"])
+        self.stats = stats
+        self.window = DriftWindow(stats) if stats else None
+        self._since_psi = 0
+        if stats:
+            out = prom.Counter("classifier_feature_out_of_range",
+                               "Feature values outside the training range", ["feature"])
+            self.out_of_range = [out.labels(name) for name in stats.names]
+            psi = prom.Gauge("classifier_feature_psi", "Rolling population stability index",
+                             ["feature"], multiprocess_mode="mostrecent")
+            self.psi = [psi.labels(name) for name in stats.names]
+
+    def observe(self, X: np.ndarray, predicted: np.ndarray) -> None:
+        """Count one answered request."""
+        self.rows.observe(len(X))
+        for index, count in enumerate(np.bincount(predicted, minlength=len(self.by_class)).tolist()):
+            if count:
+                self.by_class[index].inc(count)
+        if self.window is None:
+            return
+        outside = ((X < self.stats.low) | (X > self.stats.high)).sum(axis=0).tolist()
+        for j, count in enumerate(outside):
+            if count:
+                self.out_of_range[j].inc(count)
+        self.window.add(X)
+        self._since_psi += len(X)
+        if self._since_psi >= PSI_EVERY_ROWS:
+            self._since_psi = 0
+            for gauge, value in zip(self.psi, self.window.psi()):
+                gauge.set(value)
+
+    def reject(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()

@@ -1,0 +1,45 @@
+"""Drift statistics: PSI values and the rolling window's bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.monitoring import DriftWindow, FeatureStats, population_stability
+from training.train import describe_features
+
+pytestmark = pytest.mark.unit
+
+
+def test_psi_is_zero_for_the_expected_distribution_and_grows_with_shift():
+    expected = np.array([0.25, 0.25, 0.25, 0.25])
+    assert population_stability(expected, np.array([25, 25, 25, 25])) == pytest.approx(0.0)
+    moderate = population_stability(expected, np.array([40, 30, 20, 10]))
+    # (0.4-0.25)ln(1.6) + (0.3-0.25)ln(1.2) + (0.2-0.25)ln(0.8) + (0.1-0.25)ln(0.4)
+    assert moderate == pytest.approx(0.15 * np.log(1.6) + 0.05 * np.log(1.2)
+                                     + -0.05 * np.log(0.8) + -0.15 * np.log(0.4))
+    assert population_stability(expected, np.array([100, 0, 0, 0])) > moderate
+
+
+def _stats(rows: int = 1000) -> tuple[FeatureStats, np.ndarray]:
+    X = np.random.default_rng(0).normal(size=(rows, 2))
+    return FeatureStats.from_dict(describe_features(X, ["a", "b"])), X
+
+
+def test_window_of_training_like_rows_has_small_psi():
+    stats, X = _stats()
+    window = DriftWindow(stats, size=500)
+    window.add(np.random.default_rng(1).normal(size=(500, 2)))
+    assert max(window.psi()) < 0.1
+
+
+def test_window_evicts_old_rows():
+    stats, _ = _stats()
+    window = DriftWindow(stats, size=100)
+    window.add(np.full((60, 2), 50.0))  # far outside: all in the top bin
+    window.add(np.random.default_rng(2).normal(size=(30, 2)))
+    window.add(np.random.default_rng(3).normal(size=(70, 2)))  # wraps: evicts the 60 shifted rows
+    assert all(counts.sum() == 100 for counts in window.counts)
+    assert window.counts[0][-1] < 30
+    window.add(np.full((100, 2), 50.0))
+    assert window.counts[0][-1] == 100 and window.psi()[0] > 1.0
