@@ -12,12 +12,19 @@ from typing import Annotated, Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from serving.contract import MAX_ABS_FEATURE, RequestError, error_body, format_predictions, parse_features
+from serving.contract import (
+    MAX_ABS_FEATURE,
+    RequestError,
+    error_body,
+    format_predictions,
+    parse_features,
+    parse_mlflow_request,
+)
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
 
 JSON_HEADER = (b"content-type", b"application/json")
-OWN_PATHS = frozenset({"/predict", "/health", "/metadata"})
+OWN_PATHS = frozenset({"/predict", "/invocations", "/health", "/metadata"})
 
 
 def request_model(*, n_features: int | None, max_rows: int) -> type[BaseModel]:
@@ -73,6 +80,15 @@ class ErrorResponse(BaseModel):
     error: str
 
 
+class MlflowResponse(BaseModel):
+    predictions: list[int]
+
+
+class MlflowErrorResponse(ErrorResponse):
+    error_code: str
+    message: str
+
+
 _ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
     400: "malformed body", 401: "missing or wrong API key", 405: "wrong method",
     413: "body over the size limit", 415: "content type is not application/json",
@@ -107,6 +123,12 @@ class PredictionApp(FastAPI):
         def metadata() -> ModelInfo:
             """Lineage of the served model: registry version, run, metrics, names, hashes."""
 
+        @self.post("/invocations", response_model=MlflowResponse,
+                   responses={code: {**spec, "model": MlflowErrorResponse} for code, spec in _ERRORS.items()})
+        def invocations(request: dict[str, Any]) -> MlflowResponse:
+            """`mlflow models serve` compatible scoring: dataframe_split, dataframe_records,
+            instances or inputs in; class indices out, as MLflow answers for this model."""
+
         @self.post("/predict", response_model=PredictResponse, responses=_ERRORS)
         # Annotations evaluated here (no `from __future__ import annotations` in this module):
         # FastAPI must see the local PredictRequest class.
@@ -129,13 +151,19 @@ class PredictionApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = []
+        path = scope["path"]
         try:
-            if scope["path"] == "/predict":
+            if path == "/predict":
                 status, body = 200, await self._predict(scope, receive)
+            elif path == "/invocations":
+                status, body = 200, await self._invocations(scope, receive)
             else:
                 status, body, headers = self._describe(scope)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
+            if path == "/invocations":  # MLflow clients read error_code and message
+                body = json.dumps({"error": error.message, "error_code": "INVALID_PARAMETER_VALUE",
+                                   "message": error.message}).encode()
             if self.metrics is not None:
                 self.metrics.reject(error.reason)
             if status == 405:
@@ -158,8 +186,27 @@ class PredictionApp(FastAPI):
         return 200, self._health_body if path == "/health" else self._metadata_body, []
 
     async def _predict(self, scope: dict, receive: Any) -> bytes:
+        model, body = await self._accept(scope, receive)
+        X = parse_features(body, n_features=model.predictor.n_features, max_rows=self.max_rows)
+        probabilities = model.predictor.predict_proba(X)
+        predicted = probabilities.argmax(axis=1)
+        if self.metrics is not None:
+            self.metrics.observe(X, predicted)
+        return format_predictions(probabilities, predicted, class_names=model.class_names,
+                                  model=model.summary)
+
+    async def _invocations(self, scope: dict, receive: Any) -> bytes:
+        model, body = await self._accept(scope, receive)
+        X = parse_mlflow_request(body, feature_names=model.feature_names, max_rows=self.max_rows)
+        predicted = model.predictor.predict_proba(X).argmax(axis=1)
+        if self.metrics is not None:
+            self.metrics.observe(X, predicted)
+        return json.dumps({"predictions": predicted.tolist()}).encode()
+
+    async def _accept(self, scope: dict, receive: Any) -> tuple[LoadedModel, bytes]:
+        """Method, readiness, API key, content type and size checks; then the body."""
         if scope["method"] != "POST":
-            raise RequestError(405, "use POST for /predict", "method")
+            raise RequestError(405, f"use POST for {scope['path']}", "method")
         model = self.model
         if model is None:
             raise RequestError(503, "the model is not loaded yet", "not_ready")
@@ -179,14 +226,7 @@ class PredictionApp(FastAPI):
             raise RequestError(415, "the body must be sent with Content-Type: application/json", "content_type")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
-        body = await self._read_body(receive)
-        X = parse_features(body, n_features=model.predictor.n_features, max_rows=self.max_rows)
-        probabilities = model.predictor.predict_proba(X)
-        predicted = probabilities.argmax(axis=1)
-        if self.metrics is not None:
-            self.metrics.observe(X, predicted)
-        return format_predictions(probabilities, predicted, class_names=model.class_names,
-                                  model=model.summary)
+        return model, await self._read_body(receive)
 
     async def _read_body(self, receive: Any) -> bytes:
         message = await receive()

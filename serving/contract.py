@@ -32,10 +32,10 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
-def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
-    """Turn a request body into a (rows, n_features) float64 array or raise RequestError."""
+def load_json_object(body: bytes, *, example: str) -> dict:
+    """Decode a body that must be one JSON object; reject NaN, duplicates and deep nesting."""
     if not body:
-        raise RequestError(400, 'the request body is empty; send {"features": [[...], ...]}', "empty_body")
+        raise RequestError(400, f"the request body is empty; send {example}", "empty_body")
     try:
         document = json.loads(body, parse_constant=_reject_constant,
                               object_pairs_hook=_object_without_duplicates)
@@ -48,17 +48,12 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
     except ValueError as error:
         raise RequestError(400, f"the request body is not valid JSON ({error})", "malformed_json") from None
     if not isinstance(document, dict):
-        raise RequestError(400, 'the body must be a JSON object like {"features": [[...], ...]}', "not_an_object")
-    extra = sorted(set(document) - {"features"})
-    if extra:
-        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' is accepted", "unknown_keys")
-    if "features" not in document:
-        raise RequestError(400, "the 'features' key is missing", "missing_features")
-    rows = document["features"]
-    if not isinstance(rows, list) or not rows:
-        raise RequestError(400, "'features' must be a non-empty list of rows", "empty_features")
-    if not isinstance(rows[0], list):
-        rows = [rows]  # one flat row
+        raise RequestError(400, f"the body must be a JSON object like {example}", "not_an_object")
+    return document
+
+
+def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
+    """Check a list of rows of numbers and return it as a (rows, n_features) float64 array."""
     if len(rows) > max_rows:
         raise RequestError(422, f"{len(rows)} rows is more than the limit of {max_rows} per request", "too_many_rows")
     for index, row in enumerate(rows):
@@ -81,6 +76,63 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
         raise RequestError(422, f"row {bad} holds a value outside the accepted range "
                                 f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}", "out_of_range")
     return X
+
+
+def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
+    """Turn a /predict body into a (rows, n_features) float64 array or raise RequestError."""
+    document = load_json_object(body, example='{"features": [[...], ...]}')
+    extra = sorted(set(document) - {"features"})
+    if extra:
+        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' is accepted", "unknown_keys")
+    if "features" not in document:
+        raise RequestError(400, "the 'features' key is missing", "missing_features")
+    rows = document["features"]
+    if not isinstance(rows, list) or not rows:
+        raise RequestError(400, "'features' must be a non-empty list of rows", "empty_features")
+    if not isinstance(rows[0], list):
+        rows = [rows]  # one flat row
+    return rows_to_array(rows, n_features=n_features, max_rows=max_rows)
+
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def parse_mlflow_request(body: bytes, *, feature_names: list[str], max_rows: int) -> np.ndarray:
+    """Rows from an `mlflow models serve` /invocations body, put in the model's feature order."""
+    document = load_json_object(body, example='{"dataframe_split": {"columns": [...], "data": [[...]]}}')
+    keys = [key for key in document if key in MLFLOW_KEYS]
+    if len(keys) != 1 or set(document) - {keys[0], "params"}:
+        raise RequestError(400, f"the body needs exactly one of {', '.join(MLFLOW_KEYS)}", "unknown_keys")
+    payload = document[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+            raise RequestError(400, "dataframe_split needs 'columns' and 'data'", "not_a_row")
+        columns = payload.get("columns", feature_names)
+        rows = [_reorder(dict(zip(columns, row)) if isinstance(row, list) and isinstance(columns, list)
+                         and len(row) == len(columns) else row, feature_names) for row in payload["data"]]
+    elif isinstance(payload, dict):  # {"column": [values...]} as `inputs` or `instances`
+        lengths = {len(v) if isinstance(v, list) else -1 for v in payload.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise RequestError(400, "columns must be lists of the same length", "not_a_row")
+        rows = [_reorder({k: v[i] for k, v in payload.items()}, feature_names) for i in range(lengths.pop())]
+    elif isinstance(payload, list):  # records (dicts) or, beyond MLflow, positional rows
+        rows = [_reorder(row, feature_names) for row in payload]
+    else:
+        raise RequestError(400, f"{keys[0]} must be a list or an object", "not_a_row")
+    if not rows:
+        raise RequestError(400, "there are no rows to score", "empty_features")
+    return rows_to_array(rows, n_features=len(feature_names), max_rows=max_rows)
+
+
+def _reorder(row: object, feature_names: list[str]) -> object:
+    """A record by column name becomes a row in feature order; anything else is left to check."""
+    if not isinstance(row, dict):
+        return row
+    missing = [name for name in feature_names if name not in row]
+    unknown = [name for name in row if name not in feature_names]
+    if missing or unknown:
+        raise RequestError(422, f"columns do not match the model: missing {missing}, unknown {unknown}", "wrong_length")
+    return [row[name] for name in feature_names]
 
 
 def format_predictions(
