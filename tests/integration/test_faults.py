@@ -94,3 +94,39 @@ def test_failed_training_run_is_marked_failed(mlflow_store, tmp_path, capsys):
     assert len(failed) == 2  # the sweep and its child
     client = mlflow.MlflowClient()
     assert len(client.search_model_versions(f"name = '{mlflow_store.registered_model_name}'")) == 1
+
+
+def test_tracking_server_dying_mid_sweep_is_one_line(tmp_path):
+    """A real `mlflow server`, stopped while the experiments command is logging to it."""
+    from tests.conftest import free_port
+    from tests.servers import stop_process_group, wait_for_http
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts"],
+        cwd=tmp_path, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=180,
+                      alive=lambda: server.poll() is None, log=log)
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "training.experiments"], cwd=REPO_ROOT, text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        for line in sweep.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("run 1/6"):
+                stop_process_group(server)  # the server goes away mid-sweep
+                break
+        lines += sweep.stdout.read().strip().splitlines()
+        assert sweep.wait(timeout=300) == 1
+    finally:
+        stop_process_group(server)
+    assert lines[-1].startswith("error:"), lines[-5:]
+    assert not any("Traceback" in line for line in lines), lines
+    progress = [line for line in lines if line.startswith("run ")]
+    assert progress and len(progress) < 6
