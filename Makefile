@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 BENTOML := $(VENV)/bin/bentoml
 STAMP := $(VENV)/.installed
 PORT ?= 3000
+HOST ?= 127.0.0.1
 
-.PHONY: setup demo train import serve test test-fast bench soak build clean
+.PHONY: setup demo train import serve report test test-fast bench soak build clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON_BASE) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -24,9 +25,12 @@ import: setup
 	$(PY) scripts/import_production.py
 
 serve: setup
-	$(BENTOML) serve --port $(PORT)
+	$(BENTOML) serve --host $(HOST) --port $(PORT)
 
 demo: train import serve
+
+report: setup
+	$(PY) -m training.report
 
 test: setup
 	$(PY) -m pytest

@@ -1,0 +1,114 @@
+"""A minimal hand-written FastAPI + uvicorn server: the bench's baseline, not part of the product.
+
+    MLFLOW_TRACKING_URI=... python -m bench.fastapi_baseline --port 8000
+
+It loads the registry's production model once, keeps only its fitted numbers, and answers
+POST /predict with the same JSON as the BentoML service (GET /health once loaded). Same maths,
+same answer: the bench then compares what each serving stack costs, not the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+logger = logging.getLogger(__name__)
+
+
+class PredictRequest(BaseModel):
+    features: list[list[float]]
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A StandardScaler + LogisticRegression pipeline reduced to numpy arrays."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    class_names: list[str]
+    summary: dict[str, str]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """sklearn's predict_proba without its per-call input validation."""
+        scores = ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if scores.shape[1] == 1:  # binary
+            positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            return np.stack([1 - positive, positive], axis=1)
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return scores / scores.sum(axis=1, keepdims=True)
+
+
+def load_production(name: str, alias: str) -> LinearModel:
+    """Fetch name@alias from the MLflow registry and keep its fitted parameters."""
+    import mlflow
+
+    version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    pipeline = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
+    scaler, classifier = pipeline[0], pipeline[-1]
+    schema = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json")
+    return LinearModel(mean=scaler.mean_, scale=scaler.scale_, coef=classifier.coef_,
+                       intercept=classifier.intercept_, class_names=schema["class_names"],
+                       summary={"name": name, "version": str(version.version)})
+
+
+def create_app(model: LinearModel) -> FastAPI:
+    """The two routes, answering from model."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    n_features = model.mean.shape[0]
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model.summary}
+
+    @app.post("/predict")
+    async def predict(request: PredictRequest) -> JSONResponse:
+        X = np.asarray(request.features, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != n_features:
+            raise HTTPException(422, f"send rows of {n_features} features")
+        probabilities = model.predict_proba(X)
+        predictions = [
+            {"label": model.class_names[index], "class_index": index,
+             "probabilities": dict(zip(model.class_names, row))}
+            for index, row in zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist())
+        ]
+        # JSONResponse directly: the answer is plain JSON already, no jsonable_encoder walk.
+        return JSONResponse({"predictions": predictions, "model": model.summary})
+
+    return app
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.fastapi_baseline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default="ClassificationModel", help="registered model name")
+    parser.add_argument("--alias", default="production")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the model, then serve until stopped."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    model = load_production(args.model, args.alias)
+    logger.info("serving %s version %s", model.summary["name"], model.summary["version"])
+    # The fastest settings uvicorn offers for one process: uvloop, httptools, no access log.
+    uvicorn.run(create_app(model), host=args.host, port=args.port, workers=1, loop="uvloop",
+                http="httptools", access_log=False, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,364 @@
+"""Benchmark our BentoML service against `mlflow models serve` and a plain FastAPI server.
+
+    python -m bench.run [--duration 5] [--rounds 3] [--concurrency 1 8 64] [--keep]    # make bench
+
+In a temporary folder: train the default iris sweep into a SQLite store of its own, promote,
+import into a BentoML home of its own. Start the servers one after the other, each alone on the
+machine while it starts (cold start = process start to the first 200 from its readiness URL).
+After a warm-up, drive them with `hey` in interleaved rounds (each round visits every load and
+every server, in a rotating order, so that drift of the machine hits all of them alike). Print
+one table and the pass/fail of each target; write JSON and a PNG chart to bench/results/.
+Exit code: 0 every target met, 2 a target missed, 1 the bench could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from bench.load import ensure_hey, run_hey
+from bench.servers import (
+    REPO_ROOT,
+    SERVER_NAMES,
+    BenchError,
+    RunningServer,
+    ServerSpec,
+    bench_env,
+    make_spec,
+    prepare_model,
+    request_body,
+    start_server,
+    stop_server,
+    tree_rss_mb,
+)
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+ONE_ROW = [[5.1, 3.5, 1.4, 0.2]]
+TARGET_CONCURRENCIES = (1, 8, 64)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One kind of traffic: rows per request and concurrent connections."""
+
+    rows: int
+    concurrency: int
+
+    @property
+    def label(self) -> str:
+        return f"c={self.concurrency}" if self.rows == 1 else f"{self.rows} rows c={self.concurrency}"
+
+
+def iris_rows(count: int) -> tuple[list[list[float]], list[str]]:
+    """count real iris rows (the dataset repeated) and the feature names the model was fit on."""
+    import numpy as np
+
+    from training.data import load_dataset
+
+    dataset = load_dataset("iris")
+    return np.resize(dataset.X, (count, dataset.X.shape[1])).tolist(), dataset.feature_names
+
+
+def write_bodies(specs: list[ServerSpec], *, loads: list[Load],
+                 workdir: Path) -> dict[tuple[str, int], Path]:
+    """One request body file per server and row count, in that server's format."""
+    bodies = {}
+    for rows in sorted({load.rows for load in loads}):
+        data, columns = iris_rows(rows) if rows > 1 else (ONE_ROW, iris_rows(1)[1])
+        for spec in specs:
+            path = workdir / f"body-{spec.name}-{rows}.json"
+            path.write_bytes(request_body(spec, rows=data, columns=columns))
+            bodies[spec.name, rows] = path
+    return bodies
+
+
+def check_answers(servers: list[RunningServer], bodies: dict[tuple[str, int], Path]) -> None:
+    """One request each before measuring: a server that answers errors is not benchmarked."""
+    for server in servers:
+        spec = server.spec
+        request = urllib.request.Request(spec.url + spec.predict_path, method="POST",
+                                         data=bodies[spec.name, 1].read_bytes(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read())
+        except OSError as error:
+            raise BenchError(f"{spec.name}: {spec.predict_path} failed: {error}") from None
+        if "predictions" not in answer:
+            raise BenchError(f"{spec.name}: unexpected answer {str(answer)[:200]}")
+        logger.info("%-8s answers %s", spec.name, json.dumps(answer["predictions"][0])[:100])
+
+
+def run_rounds(hey: str, servers: list[RunningServer], *, bodies: dict[tuple[str, int], Path],
+               loads: list[Load], rounds: int, seconds: float, warmup: float) -> list[dict]:
+    """Warm every server up, then every round runs every load against every server once."""
+    for server in servers:
+        for rows in sorted({load.rows for load in loads}):
+            run_hey(hey, server.spec.url + server.spec.predict_path,
+                    body_file=bodies[server.spec.name, rows], concurrency=8, seconds=warmup)
+    records = []
+    for round_index in range(rounds):
+        # Rotate the order each round: no server always runs right after the same one.
+        order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
+        for load in loads:
+            for server in order:
+                spec = server.spec
+                result = run_hey(hey, spec.url + spec.predict_path,
+                                 body_file=bodies[spec.name, load.rows],
+                                 concurrency=load.concurrency, seconds=seconds)
+                rss = tree_rss_mb(server.process.pid)
+                records.append({"round": round_index + 1, "server": spec.name, "load": load.label,
+                                "rows": load.rows, "concurrency": load.concurrency,
+                                "rss_mb": rss, **result.to_dict()})
+                logger.info("round %d  %-8s %-14s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  "
+                            "errors %d  RSS %.0f MiB", round_index + 1, spec.name, load.label,
+                            result.rps, result.p50_ms, result.p99_ms, result.errors, rss)
+    return records
+
+
+def median_of(values: list[float]) -> float:
+    """The median of the measured values; NaN when none was (hey gives no p99 under 100 answers)."""
+    measured = [v for v in values if not math.isnan(v)]
+    return statistics.median(measured) if measured else math.nan
+
+
+def number(value: float, digits: int) -> str:
+    """value with digits decimals, or "-" when it was not measured."""
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def summarise(records: list[dict], servers: list[RunningServer], loads: list[Load]) -> dict:
+    """Per server: cold start, peak RSS, and per load the median of the rounds (errors summed)."""
+    summary = {}
+    for server in servers:
+        name = server.spec.name
+        mine = [r for r in records if r["server"] == name]
+        per_load = {}
+        for load in loads:
+            runs = [r for r in mine if r["load"] == load.label]
+            per_load[load.label] = {
+                "rows": load.rows, "concurrency": load.concurrency,
+                "rps": median_of([r["rps"] for r in runs]),
+                "rows_per_s": median_of([r["rps"] for r in runs]) * load.rows,
+                "p50_ms": median_of([r["p50_ms"] for r in runs]),
+                "p99_ms": median_of([r["p99_ms"] for r in runs]),
+                "p99_worst_ms": max((r["p99_ms"] for r in runs if not math.isnan(r["p99_ms"])),
+                                    default=math.nan),
+                "errors": sum(r["errors"] for r in runs),
+                "requests": sum(r["requests"] for r in runs),
+            }
+        summary[name] = {"cold_start_s": server.cold_start_s,
+                         "rss_mb": max(r["rss_mb"] for r in mine), "loads": per_load}
+    return summary
+
+
+def ratio(summary: dict, other: str, label: str, key: str = "rps") -> float:
+    """ours / other for one load and metric; NaN when either was not measured."""
+    try:
+        return summary["ours"]["loads"][label][key] / summary[other]["loads"][label][key]
+    except (KeyError, ZeroDivisionError):
+        return math.nan
+
+
+def check_targets(summary: dict, *, batch: Load) -> list[dict]:
+    """Each target: what it asks, the measured figures, and passed True/False (None: not measured)."""
+    ours = summary.get("ours", {}).get("loads", {})
+    single = [f"c={c}" for c in TARGET_CONCURRENCIES if f"c={c}" in ours]
+
+    def target(text: str, values: list[float], ok) -> dict:
+        unmeasured = not values or any(math.isnan(v) for v in values)
+        return {"target": text, "values": values, "passed": None if unmeasured else all(map(ok, values))}
+
+    cold = (summary["ours"]["cold_start_s"] / summary["mlflow"]["cold_start_s"]
+            if "ours" in summary and "mlflow" in summary else math.nan)
+    c8, c64 = ours.get("c=8"), ours.get("c=64")
+    return [
+        target("req/s >= 2.0x mlflow serve at c=1,8,64",
+               [ratio(summary, "mlflow", label) for label in single], lambda v: v >= 2.0),
+        target("req/s >= 0.9x FastAPI at c=1,8,64",
+               [ratio(summary, "fastapi", label) for label in single], lambda v: v >= 0.9),
+        target("p99 <= 3x p50 at c=8",
+               [c8["p99_ms"] / c8["p50_ms"] if c8 and c8["p50_ms"] > 0 else math.nan],
+               lambda v: v <= 3.0),
+        target("zero errors at c=64", [float(c64["errors"]) if c64 else math.nan],
+               lambda v: v == 0),
+        target(f"{batch.rows}-row rows/s >= 10x mlflow serve",
+               [ratio(summary, "mlflow", batch.label)], lambda v: v >= 10.0),
+        target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5),
+    ]
+
+
+def format_report(summary: dict, targets: list[dict], training: dict) -> str:
+    """The table, the ratios and one line per target."""
+    lines = [f"training {training['runs']} runs: {training['train_runs_s']:.1f} s "
+             f"(whole command {training['train_command_s']:.1f} s); promote "
+             f"{training['promote_s']:.1f} s; import {training['import_s']:.1f} s", ""]
+    header = (f"{'server':<8} {'load':<15} {'req/s':>8} {'rows/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'errors':>6} {'ours/mlflow':>11} {'ours/fastapi':>12} {'RSS MiB':>8} {'cold s':>7}")
+    lines += [header, "-" * len(header)]
+    for name, server in summary.items():
+        for index, (label, row) in enumerate(server["loads"].items()):
+            vs_mlflow, vs_fastapi = (
+                number(ratio(summary, other, label), 2) + "x"
+                if name == "ours" and other in summary else ""
+                for other in ("mlflow", "fastapi"))
+            # Memory and cold start belong to the server, not to a load: shown once.
+            first = index == 0
+            rss, cold = (f"{server['rss_mb']:.0f}", f"{server['cold_start_s']:.2f}") if first else ("", "")
+            lines.append(
+                f"{name if first else '':<8} {label:<15} {row['rps']:>8.0f} {row['rows_per_s']:>10.0f} "
+                f"{number(row['p50_ms'], 2):>7} {number(row['p99_ms'], 2):>7} {row['errors']:>6d} "
+                f"{vs_mlflow:>11} {vs_fastapi:>12} {rss:>8} {cold:>7}")
+        lines.append("")
+    for item in targets:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["passed"]]
+        values = ", ".join(number(v, 2) for v in item["values"])
+        lines.append(f"{verdict}  {item['target']:<42} measured: {values}")
+    missed = sum(item["passed"] is False for item in targets)
+    lines.append(f"result: {'FAIL' if missed else 'PASS'} ({missed} of {len(targets)} targets missed)")
+    return "\n".join(lines)
+
+
+def save_chart(summary: dict, path: Path, *, batch: Load) -> None:
+    """Four panels: req/s and p99 per concurrency, rows/s of big requests, cold start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    single = [label for label, row in next(iter(summary.values()))["loads"].items() if row["rows"] == 1]
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    width = 0.8 / len(names)
+    for panel, key, title in ((axes[0][0], "rps", "req/s, 1 row (higher is better)"),
+                              (axes[0][1], "p99_ms", "p99 latency ms, 1 row (lower is better)")):
+        for offset, name in enumerate(names):
+            values = [summary[name]["loads"][label][key] for label in single]
+            panel.bar([i + offset * width for i in range(len(single))], values, width, label=name)
+        panel.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(single))], single)
+        panel.set_title(title)
+        panel.legend()
+    colours = [f"C{index}" for index in range(len(names))]  # the same colour per server everywhere
+    axes[1][0].bar(names, [summary[n]["loads"][batch.label]["rows_per_s"] for n in names], color=colours)
+    axes[1][0].set_title(f"rows/s, {batch.label} (higher is better)")
+    axes[1][1].bar(names, [summary[n]["cold_start_s"] for n in names], color=colours)
+    axes[1][1].set_title("cold start s (lower is better)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def without_nan(value):
+    """value with NaN floats as None: strict JSON readers (jq, browsers) reject NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nan(item) for item in value]
+    return value
+
+
+def warn_if_busy() -> None:
+    """Say so when other work already loads the machine: the figures will be noisy."""
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cpus / 2:
+        logger.warning("warning: load average %.1f on %d cores before starting: other work will "
+                       "skew the figures", load, cpus)
+
+
+def describe_machine() -> dict:
+    """What the figures depend on: cores, versions, the commit benchmarked."""
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
+                                capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"cpus": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform(),
+            "python": platform.python_version(), "commit": commit,
+            **{name: version(name) for name in ("bentoml", "mlflow", "scikit-learn")}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per hey run (5)")
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds of warm-up per server and body size (3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; the table shows their median (3)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(TARGET_CONCURRENCIES))
+    parser.add_argument("--batch-rows", type=int, default=1000, help="rows per big request (1000)")
+    parser.add_argument("--batch-concurrency", type=int, default=8)
+    parser.add_argument("--servers", nargs="+", choices=SERVER_NAMES, default=list(SERVER_NAMES))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where JSON and PNG go")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, logs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare, start, measure, stop; print the table; save JSON and PNG."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    # A SIGTERM (CI timeout, kill) must still run the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    loads = [Load(1, c) for c in args.concurrency] + [Load(args.batch_rows, args.batch_concurrency)]
+    warn_if_busy()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    servers: list[RunningServer] = []
+    try:
+        hey = ensure_hey()
+        env = bench_env(workdir)
+        training = prepare_model(env)
+        logger.info("training %d runs: %.1f s (whole command %.1f s)", training["runs"],
+                    training["train_runs_s"], training["train_command_s"])
+        # One at a time: each cold start has the machine to itself, and each port is picked
+        # while the servers before it already hold theirs.
+        for name in args.servers:
+            servers.append(start_server(make_spec(name), env=env, log_dir=workdir))
+        bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
+        check_answers(servers, bodies)
+        records = run_rounds(hey, servers, bodies=bodies, loads=loads, rounds=args.rounds,
+                             seconds=args.duration, warmup=args.warmup)
+    except BenchError as error:
+        logger.error("error: %s", error)
+        return 1
+    finally:
+        for server in servers:
+            stop_server(server.process)
+        if args.keep:
+            logger.info("kept %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(records, servers, loads)
+    targets = check_targets(summary, batch=loads[-1])
+    print("\n" + format_report(summary, targets, training))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / time.strftime("bench-%Y%m%d-%H%M%S")
+    report = {"machine": describe_machine(), "config": vars(args), "training": training,
+              "summary": summary, "targets": targets, "runs": records}
+    stem.with_suffix(".json").write_text(json.dumps(without_nan(report), indent=2, default=str))
+    save_chart(summary, stem.with_suffix(".png"), batch=loads[-1])
+    print(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    return 2 if any(item["passed"] is False for item in targets) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

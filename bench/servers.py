@@ -1,0 +1,212 @@
+"""Prepare a private model store, then start, measure and stop the servers under test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The venv's own commands, whatever PATH says: `make` runs us as .venv/bin/python.
+VENV_BIN = Path(sys.executable).parent
+MODEL_URI = "models:/ClassificationModel@production"
+SERVER_NAMES = ("ours", "mlflow", "fastapi")
+# Settings a developer may have exported that would change what gets trained or served.
+_SETTINGS_TO_DROP = ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
+                     "REGISTERED_MODEL_NAME", "PRODUCTION_ALIAS", "BENTO_MODEL_NAME",
+                     "BENTO_MODEL_TAG", "API_KEY", "MAX_ROWS", "MAX_BODY_BYTES")
+
+
+class BenchError(RuntimeError):
+    """The bench cannot go on; the message is one readable line (plus a log tail)."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server, when it is ready and where it predicts."""
+
+    name: str
+    argv: list[str]
+    port: int
+    ready_path: str
+    predict_path: str
+    body_format: str  # "features" (ours, FastAPI) or "dataframe_split" (mlflow serve)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A started server: its process group leader, log and measured cold start."""
+
+    spec: ServerSpec
+    process: subprocess.Popen
+    log: Path
+    cold_start_s: float
+
+
+def bench_env(workdir: Path) -> dict[str, str]:
+    """The environment of every command: stores inside workdir, this venv first, no telemetry."""
+    env = {key: value for key, value in os.environ.items() if key not in _SETTINGS_TO_DROP}
+    env.update({
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "BENTOML_HOME": str(workdir / "bentoml"),
+        # `mlflow models serve` execs `uvicorn` from PATH: it must be this venv's.
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        # Only 127.0.0.1 traffic: no usage reporting from either library.
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    })
+    return env
+
+
+def run_step(argv: list[str], *, env: dict[str, str]) -> tuple[float, str]:
+    """Run one command from the repo root; return its wall time and output, or raise BenchError."""
+    started = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise BenchError(f"`{' '.join(argv[1:])}` exited {result.returncode}:\n{tail}")
+    return seconds, result.stdout
+
+
+def prepare_model(env: dict[str, str]) -> dict[str, float]:
+    """Train the default iris sweep, promote the best and import it; return what each took."""
+    python = sys.executable
+    command_s, output = run_step([python, "-m", "training.experiments"], env=env)
+    # The CLI times the runs itself, after its imports: "6 runs in 12.3 s (tracking store: ...)".
+    match = re.search(r"(\d+) runs in ([\d.]+) s", output)
+    if match is None:
+        raise BenchError("training.experiments did not print its 'N runs in S s' line")
+    promote_s, _ = run_step([python, "-m", "training.promote"], env=env)
+    import_s, _ = run_step([python, "scripts/import_production.py"], env=env)
+    return {"runs": int(match.group(1)), "train_runs_s": float(match.group(2)),
+            "train_command_s": command_s, "promote_s": promote_s, "import_s": import_s}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_spec(name: str) -> ServerSpec:
+    """The command line and endpoints of one server, on a fresh port."""
+    port = free_port()
+    if name == "ours":
+        return ServerSpec(name, [str(VENV_BIN / "bentoml"), "serve", "--host", "127.0.0.1",
+                                 "--port", str(port)],
+                          port, "/readyz", "/predict", "features")
+    if name == "mlflow":
+        return ServerSpec(name, [str(VENV_BIN / "mlflow"), "models", "serve", "-m", MODEL_URI,
+                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                                 "-w", "1"],
+                          port, "/ping", "/invocations", "dataframe_split")
+    if name == "fastapi":
+        return ServerSpec(name, [sys.executable, "-m", "bench.fastapi_baseline",
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                          port, "/health", "/predict", "features")
+    raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
+
+
+def request_body(spec: ServerSpec, *, rows: list[list[float]], columns: list[str]) -> bytes:
+    """The JSON body that asks spec's server for predictions on rows."""
+    if spec.body_format == "dataframe_split":
+        return json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+    return json.dumps({"features": rows}).encode()
+
+
+def http_status(url: str, *, timeout: float = 1.0) -> int | None:
+    """The HTTP status of GET url, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
+                 timeout: float = 120.0) -> RunningServer:
+    """Start spec in its own session and wait for its readiness URL; time process start to 200."""
+    log = log_dir / f"{spec.name}.log"
+    started = time.monotonic()
+    with log.open("wb") as output:
+        process = subprocess.Popen(spec.argv, cwd=REPO_ROOT, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
+        while http_status(spec.url + spec.ready_path) != 200:
+            if process.poll() is not None:
+                raise BenchError(f"{spec.name} exited {process.returncode} before it was ready"
+                                 f"{log_tail(log)}")
+            if time.monotonic() - started > timeout:
+                raise BenchError(f"{spec.name} not ready within {timeout:.0f} s{log_tail(log)}")
+            time.sleep(0.02)
+    except BaseException:
+        stop_server(process)
+        raise
+    cold_start_s = time.monotonic() - started
+    logger.info("%-8s ready on %s in %.2f s", spec.name, spec.url, cold_start_s)
+    return RunningServer(spec, process, log, cold_start_s)
+
+
+def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is left of it."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    # Workers can outlive a leader that already exited: the group goes, not just the leader.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last lines of a server log, ready to append to an error message."""
+    if not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"\n--- last lines of {log.name} ---\n" + "\n".join(text)
