@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -138,7 +139,14 @@ def apply_promotion(
     client, *, name: str, alias: str, best: Candidate, metric: str, previous: str | None
 ) -> None:
     """Move the alias and the stage, then record why on the version."""
-    client.set_registered_model_alias(name, alias, best.version)
+    for attempt in range(3):
+        try:
+            client.set_registered_model_alias(name, alias, best.version)
+            break
+        except Exception:  # noqa: BLE001 - two promotions inserting the alias row at once
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     _align_stage(client, name=name, alias=alias)
     audit = {
         "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
