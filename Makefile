@@ -7,8 +7,10 @@ BENTOML := $(VENV)/bin/bentoml
 STAMP := $(VENV)/.installed
 PORT ?= 3000
 HOST ?= 127.0.0.1
+ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 
-.PHONY: setup demo train import serve report test test-fast bench soak build clean
+.PHONY: setup demo train import serve report test test-fast test-containers bench soak \
+        bench-containers build containerize clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON_BASE) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -48,6 +50,15 @@ soak: setup
 
 build: setup
 	$(BENTOML) build
+
+containerize: build
+	$(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:latest
+
+test-containers: setup
+	$(PY) -m pytest -m container
+
+bench-containers: setup
+	bench/containers.sh
 
 clean:
 	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache
