@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port, use_bentoml_home, use_store
+from tests.servers import NotReady, stop_process_group, wait_for_http
 
 BENTOML = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "bentoml"
 
@@ -39,30 +37,18 @@ def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: floa
         cwd=REPO_ROOT, env={**os.environ, "BENTOML_HOME": str(home), **(env or {})},
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stop_server(process)
-    raise RuntimeError(f"bentoml serve not ready in {timeout} s: {log.read_text()[-2000:]}")
+    try:
+        wait_for_http(f"{url}/readyz", timeout=timeout, alive=lambda: process.poll() is None,
+                      log=log, interval=0.2)
+    except NotReady:
+        stop_process_group(process)
+        raise
+    return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
 
 
 def stop_server(process: subprocess.Popen) -> None:
     """Stop the server and every worker it started."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    stop_process_group(process)
 
 
 @pytest.fixture(scope="module")

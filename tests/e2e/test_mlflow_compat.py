@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.e2e.conftest import stop_server
+from tests.servers import wait_for_http
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
@@ -33,15 +33,7 @@ def mlflow_serve(served, tmp_path_factory):
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise RuntimeError(log.read_text()[-2000:])
-            try:
-                if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_for_http(f"{url}/ping", timeout=120, alive=lambda: process.poll() is None, log=log)
         yield url
     finally:
         stop_server(process)
