@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from bench.servers import log_tail, stop_server
+
+# One way to stop a server group and show its log, shared with the benchmark.
+stop_process_group = stop_server
 
 
 class NotReady(RuntimeError):
@@ -41,36 +43,10 @@ def wait_for_http(
         if http_status(url) == 200:
             return time.monotonic() - started
         if not alive():
-            raise NotReady(f"{url}: the server process exited{_tail(log)}")
+            raise NotReady(f"{url}: the server process exited{log_tail(log) if log else ''}")
         if time.monotonic() - started > timeout:
-            raise NotReady(f"{url}: no 200 within {timeout:.0f} s{_tail(log)}")
+            raise NotReady(f"{url}: no 200 within {timeout:.0f} s{log_tail(log) if log else ''}")
         time.sleep(interval)
-
-
-def stop_process_group(process: subprocess.Popen, *, grace: float = 20.0) -> None:
-    """SIGTERM the process group a server was started in (start_new_session), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    # Whatever of the group is left (workers of a leader that already exited) goes too.
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
-def _tail(log: Path | None, lines: int = 30) -> str:
-    if log is None or not log.exists():
-        return ""
-    text = log.read_text(errors="replace").splitlines()[-lines:]
-    return "\n--- last lines of " + str(log) + " ---\n" + "\n".join(text)
 
 
 def forget_mlflow_uris() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,7 +38,13 @@ from training.train import (
     plot_metric_grid,
     report_classification,
 )
-from training.tracking import TrackingUnavailable, connect, ensure_experiment, one_line
+from training.tracking import (
+    TrackingUnavailable,
+    configure_cli_logging,
+    connect,
+    ensure_experiment,
+    one_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_cli_logging()
     settings = get_settings()
     started = time.perf_counter()
     try:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +29,7 @@ from training.config import (
     Settings,
     get_settings,
 )
-from training.tracking import TrackingUnavailable, connect, one_line
+from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_cli_logging()
     try:
         result = import_production(alias=args.alias)
     except (ImportFailed, TrackingUnavailable) as error:

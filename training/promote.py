@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from training.config import DATASETS, METRICS, Settings, get_settings
-from training.tracking import TrackingUnavailable, connect, one_line
+from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +191,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_cli_logging()
     try:
         result = promote_best(metric=args.metric, dataset=args.dataset,
                               min_score=args.min_score, force=args.force)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from training.config import METRICS, PROJECT_ROOT, Settings, get_settings
-from training.tracking import TrackingUnavailable, connect, one_line
+from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "reports" / REPORT_ARTIFACT)
     parser.add_argument("--metric", choices=METRICS, default="f1")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_cli_logging()
     try:
         path = write_report(output=args.output, metric=args.metric)
     except (ReportError, TrackingUnavailable) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 
@@ -60,6 +61,12 @@ def ensure_experiment(settings: Settings) -> str:
         artifact_root.mkdir(parents=True, exist_ok=True)
         location = artifact_root.resolve().as_uri()
     return mlflow.create_experiment(settings.experiment_name, artifact_location=location)
+
+
+def configure_cli_logging() -> None:
+    """Plain lines on stdout for the commands; MLflow's own chatter only from warnings up."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def one_line(error: BaseException) -> str:
