@@ -73,15 +73,20 @@ def test_import_without_production_exits_1_and_leaves_store_unchanged(trained_st
     assert _store_snapshot(home) == before
 
 
-def test_corrupt_scaler_fails_and_leaves_store_unchanged(mlflow_store):
+@pytest.mark.parametrize("damage, words", [("corrupt", "scaler artifact of run"),
+                                            ("delete", "artifact missing")])
+def test_damaged_scaler_fails_and_leaves_store_unchanged(mlflow_store, damage, words):
     results = run_experiments(dataset_name="iris", grid=make_grid([1.0], ["l2"]))
     promote_best()
     run = mlflow.get_run(results[0].run_id)
     scaler = Path(run.info.artifact_uri.removeprefix("file://")) / "scaler" / "scaler.skops"
-    scaler.write_bytes(b"not a skops file")
+    if damage == "corrupt":
+        scaler.write_bytes(b"not a skops file")
+    else:
+        scaler.unlink()
     home = Path(os.environ["BENTOML_HOME"])
     before = _store_snapshot(home)
-    with pytest.raises(ImportFailed, match="scaler"):
+    with pytest.raises(ImportFailed, match=words):
         import_production()
     assert _store_snapshot(home) == before
 
