@@ -1,4 +1,4 @@
-"""The /health and /predict endpoints as one small ASGI app, mounted into the BentoML service.
+"""Our endpoints (/predict, /invocations, /health, /metadata) as one small ASGI app.
 
 FastAPI declares the routes so that BentoML's OpenAPI document and Swagger UI describe them,
 but requests are answered by `PredictionApp.__call__` directly: the per-request work of a
@@ -8,6 +8,7 @@ router, pydantic models and a thread hand-off cost more than the model itself.
 import asyncio
 import hmac
 import json
+import logging
 import time
 from typing import Annotated, Any
 
@@ -24,6 +25,8 @@ from serving.contract import (
 )
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
+
+logger = logging.getLogger(__name__)
 
 JSON_HEADER = (b"content-type", b"application/json")
 OWN_PATHS = frozenset({"/predict", "/invocations", "/health", "/metadata"})
@@ -177,6 +180,9 @@ class PredictionApp(FastAPI):
                 headers = [(b"allow", b"POST")]
             elif status == 401:
                 headers = [(b"www-authenticate", b"Bearer")]
+        except Exception:  # a bug of ours: answer in JSON, keep serving, log the traceback
+            logger.exception("unexpected error on %s", path)
+            status, body = 500, error_body("internal error; the server log has the details")
         await send({"type": "http.response.start", "status": status,
                     "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})
