@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.servers import log_tail, stop_server
+from bench.servers import http_status, log_tail, stop_server
 
-# One way to stop a server group and show its log, shared with the benchmark.
+# One way to probe, stop a server group and show its log, shared with the benchmark.
 stop_process_group = stop_server
 
 
 class NotReady(RuntimeError):
     """A server did not answer in time, or its process died while we waited."""
-
-
-def http_status(url: str, *, timeout: float = 3.0) -> int | None:
-    """The HTTP status of GET url, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def wait_for_http(
@@ -40,7 +27,7 @@ def wait_for_http(
     """Poll url until it answers 200; return the seconds it took. alive() False ends the wait."""
     started = time.monotonic()
     while True:
-        if http_status(url) == 200:
+        if http_status(url, timeout=3.0) == 200:
             return time.monotonic() - started
         if not alive():
             raise NotReady(f"{url}: the server process exited{log_tail(log) if log else ''}")
