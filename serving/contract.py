@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
+from itertools import chain
 
 import numpy as np
+import orjson
 
 # Far beyond any real feature, and far enough inside float64's range that scaling and the
 # dot product cannot overflow into inf - inf = NaN probabilities.
@@ -54,8 +57,7 @@ def load_json_object(body: bytes, *, example: str) -> dict:
 
 def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
     """Check a list of rows of numbers and return it as a (rows, n_features) float64 array."""
-    if len(rows) > max_rows:
-        raise RequestError(422, f"{len(rows)} rows is more than the limit of {max_rows} per request", "too_many_rows")
+    check_row_count(len(rows), max_rows=max_rows)
     for index, row in enumerate(rows):
         if not isinstance(row, list):
             raise RequestError(400, f"row {index} is not a list of numbers", "not_a_row")
@@ -70,6 +72,16 @@ def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
         X = np.array(rows, dtype=np.float64)
     except OverflowError:
         raise RequestError(422, "a feature value does not fit a 64-bit float", "not_finite") from None
+    return check_range(X)
+
+
+def check_row_count(count: int, *, max_rows: int) -> None:
+    if count > max_rows:
+        raise RequestError(422, f"{count} rows is more than the limit of {max_rows} per request", "too_many_rows")
+
+
+def check_range(X: np.ndarray) -> np.ndarray:
+    """X itself, unless a value is beyond MAX_ABS_FEATURE (or infinite)."""
     within = np.abs(X) <= MAX_ABS_FEATURE  # False for inf as well
     if not within.all():
         bad = int(np.argmin(within.all(axis=1)))
@@ -78,8 +90,53 @@ def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
     return X
 
 
+_PLAIN_HEAD = b'{"features":'
+_JSON_SPACE = b" \t\r\n"
+# All a list of lists of JSON numbers is made of: anything else (a quote, a letter of
+# true/false/null/NaN, a brace) sends the body to the strict path.
+_NUMBER_LIST_BYTES = b"0123456789+-.eE,[]" + _JSON_SPACE
+
+
+def read_plain_features(body: bytes, *, n_features: int) -> np.ndarray | None:
+    """The rows of a plain `{"features": [[numbers...], ...]}` body, or None if it is anything else.
+
+    The fast path for the common case: it accepts only bodies the strict path accepts, and
+    gives the same array, so every error is still found and worded by the strict path.
+    """
+    text = body.strip(_JSON_SPACE)
+    if not text.startswith(_PLAIN_HEAD) or not text.endswith(b"}"):
+        return None
+    values = text[len(_PLAIN_HEAD):-1]
+    if values.translate(None, _NUMBER_LIST_BYTES):
+        return None
+    try:  # orjson refuses invalid JSON, NaN, and numbers too large for a double
+        rows = orjson.loads(values)
+    except orjson.JSONDecodeError:
+        return None
+    if type(rows) is not list or not rows:
+        return None
+    if type(rows[0]) is not list:
+        rows = [rows]  # one flat row
+    try:  # a row that is a number (TypeError), a value that is a list (ValueError)
+        if set(map(len, rows)) != {n_features}:
+            return None
+        return np.fromiter(chain.from_iterable(rows), dtype=np.float64,
+                           count=len(rows) * n_features).reshape(len(rows), n_features)
+    except (TypeError, ValueError):
+        return None
+
+
 def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
     """Turn a /predict body into a (rows, n_features) float64 array or raise RequestError."""
+    X = read_plain_features(body, n_features=n_features)
+    if X is None:  # anything unusual: the strict path finds and words the error
+        return parse_features_strictly(body, n_features=n_features, max_rows=max_rows)
+    check_row_count(len(X), max_rows=max_rows)
+    return check_range(X)
+
+
+def parse_features_strictly(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
+    """parse_features for any body, value by value: slower, with a precise error for each fault."""
     document = load_json_object(body, example='{"features": [[...], ...]}')
     extra = sorted(set(document) - {"features"})
     if extra:
@@ -138,14 +195,35 @@ def _reorder(row: object, feature_names: list[str]) -> object:
 def format_predictions(
     probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str], model: dict[str, str]
 ) -> bytes:
-    """The JSON answer: one prediction per row, in order."""
-    indices = predicted.tolist()
-    predictions = [
-        {"label": class_names[index], "class_index": index,
-         "probabilities": dict(zip(class_names, row))}
-        for index, row in zip(indices, probabilities.tolist())
-    ]
-    return json.dumps({"predictions": predictions, "model": model}).encode()
+    """The JSON answer: one prediction per row, in order.
+
+    Row by row it reads {"label": ..., "class_index": ..., "probabilities": {name: p, ...}}.
+    It is assembled from byte pieces rather than dicts: for 1000 rows, building and encoding
+    dicts took longer than all the rest of the request. orjson writes each float as its
+    shortest exact repr, so clients read back the very same doubles.
+    """
+    prefixes, separators = _answer_pieces(tuple(class_names))
+    rows, n_classes = probabilities.shape
+    numbers = orjson.dumps(probabilities.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    # Row i is: the prefix of its class, p0, separator, p1, ..., "}},". Filled by slices.
+    width = 2 * n_classes + 1
+    pieces: list[bytes] = [b""] * (rows * width)
+    pieces[0::width] = prefixes[predicted].tolist()
+    for k in range(n_classes):
+        pieces[1 + 2 * k::width] = numbers[k::n_classes]
+        pieces[2 + 2 * k::width] = [separators[k]] * rows
+    predictions = b"".join(pieces)[:-1]  # less the last row's comma
+    return b'{"predictions":[' + predictions + b'],"model":' + orjson.dumps(model) + b"}"
+
+
+@lru_cache(maxsize=16)
+def _answer_pieces(class_names: tuple[str, ...]) -> tuple[np.ndarray, list[bytes]]:
+    """What surrounds the numbers in a row of the answer: a prefix per class, then separators."""
+    keys = [orjson.dumps(name) for name in class_names]
+    prefixes = np.array([b'{"label":%s,"class_index":%d,"probabilities":{%s:' % (key, index, keys[0])
+                         for index, key in enumerate(keys)], dtype=object)
+    separators = [b",%s:" % key for key in keys[1:]] + [b"}},"]
+    return prefixes, separators
 
 
 def error_body(message: str) -> bytes:

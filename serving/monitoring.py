@@ -58,16 +58,15 @@ class DriftWindow:
     def add(self, X: np.ndarray) -> None:
         """Bin new rows into the window, evicting the oldest."""
         X = X[-self.size:]
-        binned = np.column_stack([np.searchsorted(e, X[:, j], side="right")
-                                  for j, e in enumerate(self.stats.edges)])
         slots = (self.seen + np.arange(len(X))) % self.size
-        evicted = slots[self.filled[slots]]
-        for j, counts in enumerate(self.counts):
-            np.subtract.at(counts, self.bins[evicted, j], 1)
-            np.add.at(counts, binned[:, j], 1)
-        self.bins[slots] = binned
+        for j, edges in enumerate(self.stats.edges):
+            self.bins[slots, j] = np.searchsorted(edges, X[:, j], side="right")
         self.filled[slots] = True
         self.seen += len(X)
+        # Recounting the whole window is cheaper than adding and evicting bin by bin.
+        live = self.bins[self.filled] if self.seen < self.size else self.bins
+        self.counts = [np.bincount(live[:, j], minlength=len(edges) + 1)
+                       for j, edges in enumerate(self.stats.edges)]
 
     def psi(self) -> list[float]:
         return [population_stability(e, c) for e, c in zip(self.stats.expected, self.counts)]

@@ -6,8 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from serving.contract import RequestError, format_predictions, parse_features
+from serving.contract import (
+    RequestError,
+    format_predictions,
+    parse_features,
+    parse_features_strictly,
+    read_plain_features,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -55,6 +63,65 @@ def test_bad_bodies_raise_request_errors(body, status, words):
         parse(body)
     assert info.value.status == status
     assert words in info.value.message
+
+
+def outcome(parse, body: bytes) -> object:
+    """What a parser makes of body: the rows, or the error it answers with."""
+    try:
+        return parse(body, n_features=2, max_rows=3).tolist()
+    except RequestError as error:
+        return error.status, error.message, error.reason
+
+
+numbers = st.one_of(st.integers(), st.integers(min_value=2**63 - 2, max_value=2**64 + 2),
+                    st.floats(allow_nan=False), st.sampled_from([1e100, -1e100, 1.0000000000000002e100]))
+values = st.one_of(numbers, numbers, numbers, st.booleans(), st.none(), st.text(max_size=2),
+                   st.lists(numbers, max_size=2), st.dictionaries(st.text(max_size=2), numbers, max_size=1))
+documents = st.one_of(
+    st.fixed_dictionaries({"features": st.lists(st.lists(values, max_size=3), max_size=4)}),
+    st.fixed_dictionaries({"features": st.lists(values, max_size=3)}),
+    st.dictionaries(st.sampled_from(["features", "extra"]), st.lists(st.lists(numbers, max_size=3), max_size=4)),
+)
+json_bodies = st.builds(lambda document, separators, indent: json.dumps(
+    document, separators=separators, indent=indent).encode(),
+    documents, st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]), st.sampled_from([None, 0, 1]))
+# Text made only of what the fast path lets through, valid JSON or not.
+number_soup = st.text(alphabet="0123456789+-.eE,[] \n", max_size=30).map(
+    lambda text: b'{"features":' + text.encode() + b"}")
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=st.one_of(json_bodies, number_soup))
+def test_the_fast_path_agrees_with_the_strict_path(body):
+    assert outcome(parse_features, body) == outcome(parse_features_strictly, body)
+
+
+@pytest.mark.parametrize("document", [{"features": [[1, 2.5], [3e-5, -4]]}, {"features": [1, 2]}])
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
+def test_plain_bodies_take_the_fast_path(document, separators):
+    body = json.dumps(document, separators=separators).encode()
+    assert read_plain_features(body, n_features=2) is not None
+    assert read_plain_features(body.replace(b"1", b"true", 1), n_features=2) is None
+
+
+def reference_answer(probabilities, predicted, *, class_names, model) -> dict:
+    """The answer format_predictions must write, built the plain way."""
+    return {"predictions": [{"label": class_names[i], "class_index": i,
+                             "probabilities": dict(zip(class_names, row))}
+                            for i, row in zip(predicted.tolist(), probabilities.tolist())],
+            "model": model}
+
+
+@pytest.mark.parametrize("class_names", [["a", "b"], ["setosa", "versicolor", "virginica"],
+                                         ['say "hi"', "naïve", "back\\slash", "tab\t", "%d"]])
+def test_format_predictions_writes_exact_probabilities(class_names):
+    rng = np.random.default_rng(len(class_names))
+    probabilities = rng.dirichlet(np.full(len(class_names), 0.3), size=257)
+    probabilities[0] = np.eye(len(class_names))[-1]  # exact 0s and 1s as well
+    predicted = probabilities.argmax(axis=1)
+    model = {"name": "M", "version": "7"}
+    body = format_predictions(probabilities, predicted, class_names=class_names, model=model)
+    assert json.loads(body) == reference_answer(probabilities, predicted, class_names=class_names, model=model)
 
 
 def test_format_predictions_keeps_order_and_names():
