@@ -8,12 +8,13 @@ moderate shift, above 0.25 a large one.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
 
 WINDOW_ROWS = 1000  # rows in the rolling PSI window
-PSI_EVERY_ROWS = 100  # recompute the gauges after this many new rows, not on every request
+PSI_REFRESH_SECONDS = 0.1  # new rows reach the PSI gauges this soon after, in one batch
 _EPSILON = 1e-4  # keeps empty bins from making the PSI infinite
 
 
@@ -93,10 +94,11 @@ class ServiceMetrics:
         self._latency_children: dict[tuple[str, int], object] = {}
         self.stats = stats
         self.window = DriftWindow(stats) if stats else None
-        # Rows wait here and are binned PSI_EVERY_ROWS at a time: binning one row per
-        # request would cost as much as the prediction itself.
+        # Rows wait here and are binned together PSI_REFRESH_SECONDS later: binning and PSI
+        # on every request cost as much as the prediction itself.
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
+        self._refresh_due = False
         if stats:
             out = prom.Counter("classifier_feature_out_of_range",
                                "Feature values outside the training range", ["feature"])
@@ -119,11 +121,21 @@ class ServiceMetrics:
                 self.out_of_range[j].inc(count)
         self._pending.append(X)
         self._pending_rows += len(X)
-        if self._pending_rows >= PSI_EVERY_ROWS:
-            self.window.add(np.concatenate(self._pending))
-            self._pending, self._pending_rows = [], 0
-            for gauge, value in zip(self.psi, self.window.psi()):
-                gauge.set(value)
+        while self._pending_rows - len(self._pending[0]) >= self.window.size:
+            self._pending_rows -= len(self._pending.pop(0))  # would leave the window unseen
+        if not self._refresh_due:
+            self._refresh_due = True
+            asyncio.get_running_loop().call_later(PSI_REFRESH_SECONDS, self.refresh_psi)
+
+    def refresh_psi(self) -> None:
+        """Bin the rows that arrived since the last refresh and set the PSI gauges."""
+        self._refresh_due = False
+        if not self._pending:
+            return
+        self.window.add(np.concatenate(self._pending))
+        self._pending, self._pending_rows = [], 0
+        for gauge, value in zip(self.psi, self.window.psi()):
+            gauge.set(value)
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import mlflow
@@ -187,6 +188,11 @@ def test_prometheus_counters_move(served):
 def test_psi_gauge_reacts_to_shifted_inputs(served):
     shifted = [[7.9, 2.0, 6.9, 2.5]] * 1000  # every row at the edge of the training range
     assert httpx.post(f"{served.url}/predict", json={"features": shifted}).status_code == 200
-    text = httpx.get(f"{served.url}/metrics").text
-    psi = _metric(text, "classifier_feature_psi", feature="petal length (cm)")
+    deadline = time.monotonic() + 5  # the gauges are refreshed 0.1 s after new rows arrive
+    while True:
+        text = httpx.get(f"{served.url}/metrics").text
+        psi = _metric(text, "classifier_feature_psi", feature="petal length (cm)")
+        if psi > 1.0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert psi > 1.0
