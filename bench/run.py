@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -276,6 +278,25 @@ def without_nan(value):
     return value
 
 
+def configure_cli() -> None:
+    """Plain log lines on stdout; a SIGTERM (CI timeout, kill) unwinds so servers get stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+
+
+@contextmanager
+def scratch_folder(prefix: str, *, keep: bool) -> Iterator[Path]:
+    """A temporary folder for the stores and logs of one run; removed afterwards unless keep."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
+    finally:
+        if keep:
+            logger.info("kept %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def warn_if_busy() -> None:
     """Say so when other work already loads the machine: the figures will be noisy."""
     load, cpus = os.getloadavg()[0], os.cpu_count() or 1
@@ -316,37 +337,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Prepare, start, measure, stop; print the table; save JSON and PNG."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    # A SIGTERM (CI timeout, kill) must still run the finally blocks that stop the servers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    configure_cli()
     loads = [Load(1, c) for c in args.concurrency] + [Load(args.batch_rows, args.batch_concurrency)]
     warn_if_busy()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    servers: list[RunningServer] = []
-    try:
-        hey = ensure_hey()
-        env = bench_env(workdir)
-        training = prepare_model(env)
-        logger.info("training %d runs: %.1f s (whole command %.1f s)", training["runs"],
-                    training["train_runs_s"], training["train_command_s"])
-        # One at a time: each cold start has the machine to itself, and each port is picked
-        # while the servers before it already hold theirs.
-        for name in args.servers:
-            servers.append(start_server(make_spec(name), env=env, log_dir=workdir))
-        bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
-        check_answers(servers, bodies)
-        records = run_rounds(hey, servers, bodies=bodies, loads=loads, rounds=args.rounds,
-                             seconds=args.duration, warmup=args.warmup)
-    except BenchError as error:
-        logger.error("error: %s", error)
-        return 1
-    finally:
-        for server in servers:
-            stop_server(server.process)
-        if args.keep:
-            logger.info("kept %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_folder("bench-", keep=args.keep) as workdir:
+        servers: list[RunningServer] = []
+        try:
+            hey = ensure_hey()
+            env = bench_env(workdir)
+            training = prepare_model(env)
+            logger.info("training %d runs: %.1f s (whole command %.1f s)", training["runs"],
+                        training["train_runs_s"], training["train_command_s"])
+            # One at a time: each cold start has the machine to itself, and each port is picked
+            # while the servers before it already hold theirs.
+            for name in args.servers:
+                servers.append(start_server(make_spec(name), env=env, log_dir=workdir))
+            bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
+            check_answers(servers, bodies)
+            records = run_rounds(hey, servers, bodies=bodies, loads=loads, rounds=args.rounds,
+                                 seconds=args.duration, warmup=args.warmup)
+        except BenchError as error:
+            logger.error("error: %s", error)
+            return 1
+        finally:
+            for server in servers:
+                stop_server(server.process)
     summary = summarise(records, servers, loads)
     targets = check_targets(summary, batch=loads[-1])
     print("\n" + format_report(summary, targets, training))

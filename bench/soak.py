@@ -13,16 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import signal
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from bench.load import LoadResult, ensure_hey, run_hey
-from bench.run import ONE_ROW, RESULTS_DIR, describe_machine, iris_rows, warn_if_busy, without_nan
+from bench.run import (
+    ONE_ROW,
+    RESULTS_DIR,
+    configure_cli,
+    describe_machine,
+    iris_rows,
+    scratch_folder,
+    warn_if_busy,
+    without_nan,
+)
 from bench.servers import (
     BenchError,
     RunningServer,
@@ -96,34 +101,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Prepare, start, warm up, soak, stop; print the figures and save them."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    # A SIGTERM (CI timeout, kill) must still run the finally block that stops the server.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    configure_cli()
     warn_if_busy()
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    server = None
-    try:
-        hey = ensure_hey()
-        env = bench_env(workdir)
-        training = prepare_model(env)
-        server = start_server(make_spec("ours"), env=env, log_dir=workdir)
-        body_file = workdir / "body.json"
-        body_file.write_bytes(request_body(server.spec, rows=ONE_ROW, columns=iris_rows(1)[1]))
-        # The first requests fill caches and pools: growth is measured from after them.
-        run_hey(hey, server.spec.url + server.spec.predict_path, body_file=body_file,
-                concurrency=args.concurrency, seconds=args.warmup)
-        result, samples = soak(hey, server, body_file=body_file, concurrency=args.concurrency,
-                               seconds=args.duration, sample_every=args.sample_every)
-    except BenchError as error:
-        logger.error("error: %s", error)
-        return 1
-    finally:
-        if server is not None:
-            stop_server(server.process)
-        if args.keep:
-            logger.info("kept %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with scratch_folder("soak-", keep=args.keep) as workdir:
+        server = None
+        try:
+            hey = ensure_hey()
+            env = bench_env(workdir)
+            training = prepare_model(env)
+            server = start_server(make_spec("ours"), env=env, log_dir=workdir)
+            body_file = workdir / "body.json"
+            body_file.write_bytes(request_body(server.spec, rows=ONE_ROW, columns=iris_rows(1)[1]))
+            # The first requests fill caches and pools: growth is measured from after them.
+            run_hey(hey, server.spec.url + server.spec.predict_path, body_file=body_file,
+                    concurrency=args.concurrency, seconds=args.warmup)
+            result, samples = soak(hey, server, body_file=body_file, concurrency=args.concurrency,
+                                   seconds=args.duration, sample_every=args.sample_every)
+        except BenchError as error:
+            logger.error("error: %s", error)
+            return 1
+        finally:
+            if server is not None:
+                stop_server(server.process)
     text, passed = format_soak(result, samples, seconds=args.duration, concurrency=args.concurrency)
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
