@@ -76,6 +76,7 @@ def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
 
 
 def check_row_count(count: int, *, max_rows: int) -> None:
+    """Refuse a request of more than max_rows rows."""
     if count > max_rows:
         raise RequestError(422, f"{count} rows is more than the limit of {max_rows} per request", "too_many_rows")
 

@@ -52,7 +52,6 @@ class DriftWindow:
         self.stats = stats
         self.size = size
         self.bins = np.zeros((size, len(stats.names)), dtype=np.int64)  # ring of binned rows
-        self.filled = np.zeros(size, dtype=bool)
         self.counts = [np.zeros(len(e) + 1, dtype=np.int64) for e in stats.edges]
         self.seen = 0
 
@@ -62,10 +61,10 @@ class DriftWindow:
         slots = (self.seen + np.arange(len(X))) % self.size
         for j, edges in enumerate(self.stats.edges):
             self.bins[slots, j] = np.searchsorted(edges, X[:, j], side="right")
-        self.filled[slots] = True
         self.seen += len(X)
-        # Recounting the whole window is cheaper than adding and evicting bin by bin.
-        live = self.bins[self.filled] if self.seen < self.size else self.bins
+        # Recounting the whole window is cheaper than adding and evicting bin by bin. The ring
+        # fills from slot 0, so its first `seen` slots hold rows.
+        live = self.bins[:self.seen]
         self.counts = [np.bincount(live[:, j], minlength=len(edges) + 1)
                        for j, edges in enumerate(self.stats.edges)]
 

@@ -37,6 +37,7 @@ def test_window_evicts_old_rows():
     stats, _ = _stats()
     window = DriftWindow(stats, size=100)
     window.add(np.full((60, 2), 50.0))  # far outside: all in the top bin
+    assert all(counts.sum() == 60 for counts in window.counts)  # only the rows seen so far
     window.add(np.random.default_rng(2).normal(size=(30, 2)))
     window.add(np.random.default_rng(3).normal(size=(70, 2)))  # wraps: evicts the 60 shifted rows
     assert all(counts.sum() == 100 for counts in window.counts)
