@@ -48,6 +48,7 @@ from bench.servers import (
     stop_server,
     tree_rss_mb,
 )
+from training.tracking import configure_cli_logging
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ def without_nan(value):
 
 def configure_cli() -> None:
     """Plain log lines on stdout; a SIGTERM (CI timeout, kill) unwinds so servers get stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    configure_cli_logging()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 
