@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ _SETTINGS_TO_DROP = ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPE
 
 class BenchError(RuntimeError):
     """The bench cannot go on; the message is one readable line (plus a log tail)."""
+
+
+class NotReady(BenchError):
+    """A server did not answer in time, or its process died while we waited."""
 
 
 @dataclass(frozen=True)
@@ -156,19 +161,34 @@ def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
-        while http_status(spec.url + spec.ready_path) != 200:
-            if process.poll() is not None:
-                raise BenchError(f"{spec.name} exited {process.returncode} before it was ready"
-                                 f"{log_tail(log)}")
-            if time.monotonic() - started > timeout:
-                raise BenchError(f"{spec.name} not ready within {timeout:.0f} s{log_tail(log)}")
-            time.sleep(0.02)
+        wait_for_http(spec.url + spec.ready_path, timeout=timeout,
+                      alive=lambda: process.poll() is None, log=log, interval=0.02)
     except BaseException:
         stop_server(process)
         raise
     cold_start_s = time.monotonic() - started
     logger.info("%-8s ready on %s in %.2f s", spec.name, spec.url, cold_start_s)
     return RunningServer(spec, process, log, cold_start_s)
+
+
+def wait_for_http(
+    url: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    log: Path | None = None,
+    interval: float = 0.5,
+) -> float:
+    """Poll url until it answers 200; return the seconds it took. alive() False ends the wait."""
+    started = time.monotonic()
+    while True:
+        if http_status(url, timeout=3.0) == 200:
+            return time.monotonic() - started
+        if not alive():
+            raise NotReady(f"{url}: the server process exited{log_tail(log) if log else ''}")
+        if time.monotonic() - started > timeout:
+            raise NotReady(f"{url}: no 200 within {timeout:.0f} s{log_tail(log) if log else ''}")
+        time.sleep(interval)
 
 
 def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:

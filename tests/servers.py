@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
+# One way to probe, wait for and stop a server group, shared with the benchmark.
+from bench.servers import NotReady, wait_for_http
+from bench.servers import stop_server as stop_process_group
 
-from bench.servers import http_status, log_tail, stop_server
-
-# One way to probe, stop a server group and show its log, shared with the benchmark.
-stop_process_group = stop_server
-
-
-class NotReady(RuntimeError):
-    """A server did not answer in time, or its process died while we waited."""
-
-
-def wait_for_http(
-    url: str,
-    *,
-    timeout: float,
-    alive: Callable[[], bool] = lambda: True,
-    log: Path | None = None,
-    interval: float = 0.5,
-) -> float:
-    """Poll url until it answers 200; return the seconds it took. alive() False ends the wait."""
-    started = time.monotonic()
-    while True:
-        if http_status(url, timeout=3.0) == 200:
-            return time.monotonic() - started
-        if not alive():
-            raise NotReady(f"{url}: the server process exited{log_tail(log) if log else ''}")
-        if time.monotonic() - started > timeout:
-            raise NotReady(f"{url}: no 200 within {timeout:.0f} s{log_tail(log) if log else ''}")
-        time.sleep(interval)
+__all__ = ["NotReady", "forget_mlflow_uris", "stop_process_group", "wait_for_http"]
 
 
 def forget_mlflow_uris() -> None:

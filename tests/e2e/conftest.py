@@ -46,11 +46,6 @@ def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: floa
     return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    """Stop the server and every worker it started."""
-    stop_process_group(process)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
     """Promote and import in this module's own stores, then serve the result."""
@@ -67,4 +62,4 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
         server = start_server(home=home)
         server = Server(server.url, settings.tracking_uri, home, server.process, server.log)
     yield server
-    stop_server(server.process)
+    stop_process_group(server.process)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import start_server
+from tests.servers import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +18,7 @@ ROW = {"features": [[5.1, 3.5, 1.4, 0.2]]}
 def keyed(served):
     server = start_server(home=served.bentoml_home, env={"API_KEY": KEY})
     yield server
-    stop_server(server.process)
+    stop_process_group(server.process)
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}", KEY, f"Bearer {KEY}x"])

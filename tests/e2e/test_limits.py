@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import start_server
+from tests.servers import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +22,7 @@ def limited(served):
     server = start_server(home=served.bentoml_home,
                           env={"MAX_ROWS": "5", "MAX_BODY_BYTES": "2000", "REQUEST_TIMEOUT": "1"})
     yield server
-    stop_server(server.process)
+    stop_process_group(server.process)
 
 
 def test_row_limit_comes_from_max_rows(limited):

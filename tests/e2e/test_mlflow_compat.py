@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.conftest import stop_server
-from tests.servers import wait_for_http
+from tests.servers import stop_process_group, wait_for_http
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +35,7 @@ def mlflow_serve(served, tmp_path_factory):
         wait_for_http(f"{url}/ping", timeout=120, alive=lambda: process.poll() is None, log=log)
         yield url
     finally:
-        stop_server(process)
+        stop_process_group(process)
 
 
 def _bodies() -> dict[str, dict]:
