@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import httpx
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 
 from serving.app import PredictionApp
 from serving.model import load_model
-from serving.predictor import PARAMS_FILE, LinearPredictor
+from serving.predictor import LinearPredictor
+from tests.unit.conftest import save_model_folder
 
 pytestmark = pytest.mark.unit
 
@@ -28,10 +28,7 @@ def _call(app: PredictionApp, method: str, path: str, **kwargs) -> httpx.Respons
 def loaded(tmp_path):
     predictor = LinearPredictor(mean=np.zeros(2), scale=np.ones(2),
                                 coef=np.array([[1.0, -1.0]]), intercept=np.zeros(1))
-    path = predictor.save(tmp_path)
-    metadata = {"sha256": {PARAMS_FILE: hashlib.sha256(path.read_bytes()).hexdigest()},
-                "class_names": ["no", "yes"], "feature_names": ["x", "y"],
-                "registered_model": "M", "version": "7", "run_id": "r", "dataset": "d"}
+    metadata = save_model_folder(tmp_path, predictor, class_names=["no", "yes"], version="7")
     return load_model(tmp_path, metadata, tag="m:v7")
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
 from serving.model import ModelIntegrityError, load_model
-from serving.predictor import PARAMS_FILE, LinearPredictor
+from serving.predictor import LinearPredictor
+from tests.unit.conftest import save_model_folder
 
 pytestmark = pytest.mark.unit
 
@@ -18,11 +17,7 @@ def model_dir(tmp_path):
     predictor = LinearPredictor(mean=np.zeros(2), scale=np.ones(2),
                                 coef=np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 0.0]]),
                                 intercept=np.zeros(3))
-    path = predictor.save(tmp_path)
-    metadata = {"sha256": {PARAMS_FILE: hashlib.sha256(path.read_bytes()).hexdigest()},
-                "class_names": ["a", "b", "c"], "feature_names": ["x", "y"],
-                "registered_model": "M", "version": "1", "run_id": "r", "dataset": "d"}
-    return tmp_path, metadata
+    return tmp_path, save_model_folder(tmp_path, predictor, class_names=["a", "b", "c"], version="1")
 
 
 def test_a_verified_model_loads_and_predicts(model_dir):
