@@ -98,23 +98,15 @@ def test_failed_training_run_is_marked_failed(mlflow_store, tmp_path, capsys):
 
 def test_tracking_server_dying_mid_sweep_is_one_line(tmp_path):
     """A real `mlflow server`, stopped while the experiments command is logging to it."""
-    from tests.conftest import free_port
-    from tests.servers import stop_process_group, wait_for_http
+    from tests.servers import start_mlflow_server, stop_process_group
 
-    port = free_port()
-    log = tmp_path / "server.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts"],
-        cwd=tmp_path, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    server, url = start_mlflow_server(backend_store_uri=f"sqlite:///{tmp_path / 'server.db'}",
+                                      artifacts=tmp_path / "artifacts", cwd=tmp_path,
+                                      log=tmp_path / "server.log")
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=180,
-                      alive=lambda: server.poll() is None, log=log)
         sweep = subprocess.Popen(
             [sys.executable, "-m", "training.experiments"], cwd=REPO_ROOT, text=True,
-            env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"},
+            env={**os.environ, "MLFLOW_TRACKING_URI": url},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         lines = []
         for line in sweep.stdout:

@@ -23,7 +23,7 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.servers import forget_mlflow_uris, stop_process_group, wait_for_http
+from tests.servers import forget_mlflow_uris, start_mlflow_server, stop_process_group
 from training.config import METRICS, get_settings
 from training.experiments import run_experiments
 from training.promote import main as promote_main
@@ -139,19 +139,10 @@ def tracking_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
     artifacts, cwd = root / "artifacts", root / "cwd"
     artifacts.mkdir()
     cwd.mkdir()
-    port = free_port()
-    env = {**os.environ, "PGPASSWORD": postgres.password, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = root / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", postgres.store_uri,
-             "--artifacts-destination", str(artifacts), "--serve-artifacts"],
-            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_mlflow_server(backend_store_uri=postgres.store_uri, artifacts=artifacts,
+                                       cwd=cwd, log=root / "server.log",
+                                       env={"PGPASSWORD": postgres.password})
     try:
-        wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log)
         yield TrackingServer(url=url, artifacts_dir=artifacts, cwd=cwd)
     finally:
         stop_process_group(process)
