@@ -2,16 +2,16 @@
 
     MLFLOW_TRACKING_URI=... python -m bench.fastapi_baseline --port 8000
 
-It loads the registry's production model once, keeps only its fitted numbers, and answers
-POST /predict with the same JSON as the BentoML service (GET /health once loaded). Same maths,
-same answer: the bench then compares what each serving stack costs, not the model.
+It loads the registry's production model once, keeps only its fitted numbers (in the service's
+own LinearPredictor), and answers POST /predict with the same JSON as the BentoML service
+(GET /health once loaded). Same maths, same answer: the bench then compares what each serving
+stack costs, not the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,9 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from serving.predictor import LinearPredictor
+from training.tracking import configure_cli_logging
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +32,11 @@ class PredictRequest(BaseModel):
 
 @dataclass(frozen=True)
 class LinearModel:
-    """A StandardScaler + LogisticRegression pipeline reduced to numpy arrays."""
+    """The production pipeline's fitted numbers, and the names the answer uses."""
 
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
+    predictor: LinearPredictor  # the service's own numpy maths: same model, same answers
     class_names: list[str]
     summary: dict[str, str]
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """sklearn's predict_proba without its per-call input validation."""
-        scores = ((X - self.mean) / self.scale) @ self.coef.T + self.intercept
-        if scores.shape[1] == 1:  # binary
-            positive = 1.0 / (1.0 + np.exp(-scores[:, 0]))
-            return np.stack([1 - positive, positive], axis=1)
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        return scores / scores.sum(axis=1, keepdims=True)
 
 
 def load_production(name: str, alias: str) -> LinearModel:
@@ -54,17 +45,16 @@ def load_production(name: str, alias: str) -> LinearModel:
 
     version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     pipeline = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
-    scaler, classifier = pipeline[0], pipeline[-1]
     schema = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json")
-    return LinearModel(mean=scaler.mean_, scale=scaler.scale_, coef=classifier.coef_,
-                       intercept=classifier.intercept_, class_names=schema["class_names"],
+    return LinearModel(predictor=LinearPredictor.from_pipeline(pipeline),
+                       class_names=schema["class_names"],
                        summary={"name": name, "version": str(version.version)})
 
 
 def create_app(model: LinearModel) -> FastAPI:
     """The two routes, answering from model."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    n_features = model.mean.shape[0]
+    n_features = model.predictor.n_features
 
     @app.get("/health")
     async def health() -> dict:
@@ -75,7 +65,7 @@ def create_app(model: LinearModel) -> FastAPI:
         X = np.asarray(request.features, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != n_features:
             raise HTTPException(422, f"send rows of {n_features} features")
-        probabilities = model.predict_proba(X)
+        probabilities = model.predictor.predict_proba(X)
         predictions = [
             {"label": model.class_names[index], "class_index": index,
              "probabilities": dict(zip(model.class_names, row))}
@@ -100,8 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Load the model, then serve until stopped."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    configure_cli_logging()
     model = load_production(args.model, args.alias)
     logger.info("serving %s version %s", model.summary["name"], model.summary["version"])
     # The fastest settings uvicorn offers for one process: uvloop, httptools, no access log.

@@ -88,8 +88,7 @@ def test_containerized_service_serves_the_imported_production_model(engine, comp
     try:
         pipeline = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@production")
     finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        forget_mlflow_uris()
     frame = pd.DataFrame(split.X_test, columns=dataset.feature_names)
     expected = pipeline.predict(frame)
     predictions = answer["predictions"]
