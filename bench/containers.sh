@@ -45,19 +45,12 @@ now() { date +%s.%N; }
 since() { "$PY" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 # Poll a URL until it answers 200 (healthchecks do not gate anything under podman-compose).
 wait_ready() {
-  "$PY" - "$1" <<'EOF'
-import sys, time, urllib.request
-url, deadline = sys.argv[1], time.monotonic() + 300
-while True:
-    try:
-        if urllib.request.urlopen(url, timeout=2).status == 200:
-            break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit(f"bench: {url} not ready after 300 s")
-    time.sleep(0.1)
-EOF
+  "$PY" -c 'import sys
+from bench.servers import NotReady, wait_for_http
+try:
+    wait_for_http(sys.argv[1], timeout=300, interval=0.1)
+except NotReady as error:
+    sys.exit(f"bench: {error}")' "$1"
 }
 image_mb() { "$ENGINE" image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f", $1 / 1e6}'; }
 log() { echo "bench: $*" >&2; }
