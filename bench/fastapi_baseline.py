@@ -3,9 +3,10 @@
     MLFLOW_TRACKING_URI=... python -m bench.fastapi_baseline --port 8000
 
 It loads the registry's production model once, keeps only its fitted numbers (in the service's
-own LinearPredictor), and answers POST /predict with the same JSON as the BentoML service
-(GET /health once loaded). Same maths, same answer: the bench then compares what each serving
-stack costs, not the model.
+own linear form, serving.forms.linear), and answers POST /predict with the same JSON as the
+BentoML service (GET /health once loaded). Same maths, same answer: the bench then compares what
+each serving stack costs, not the model. Linear models only: a production model that is not
+preprocessing + LogisticRegression on all-numeric columns is refused at start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from serving.predictor import LinearPredictor
+from serving.forms.linear import LinearPredictor, from_pipeline
+from serving.schema import Table, TableSchema
 from training.tracking import configure_cli_logging
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class LinearModel:
 
     predictor: LinearPredictor  # the service's own numpy maths: same model, same answers
     class_names: list[str]
+    n_features: int
     summary: dict[str, str]
 
 
@@ -45,16 +48,19 @@ def load_production(name: str, alias: str) -> LinearModel:
 
     version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     pipeline = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
-    schema = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json")
-    return LinearModel(predictor=LinearPredictor.from_pipeline(pipeline),
-                       class_names=schema["class_names"],
+    schema = TableSchema.from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/schema.json"))
+    if not schema.all_numeric:
+        raise SystemExit(f"{name}@{alias} takes text columns: the baseline takes numbers only")
+    # Raises serving.forms.Unsupported for anything but preprocessing + LogisticRegression.
+    return LinearModel(predictor=from_pipeline(pipeline, schema),
+                       class_names=list(schema.class_names), n_features=len(schema.feature_names),
                        summary={"name": name, "version": str(version.version)})
 
 
 def create_app(model: LinearModel) -> FastAPI:
     """The two routes, answering from model."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    n_features = model.predictor.n_features
+    n_features = model.n_features
 
     @app.get("/health")
     async def health() -> dict:
@@ -65,7 +71,7 @@ def create_app(model: LinearModel) -> FastAPI:
         X = np.asarray(request.features, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != n_features:
             raise HTTPException(422, f"send rows of {n_features} features")
-        probabilities = model.predictor.predict_proba(X)
+        probabilities = model.predictor.predict_proba(Table.from_numbers(X))
         predictions = [
             {"label": model.class_names[index], "class_index": index,
              "probabilities": dict(zip(model.class_names, row))}

@@ -1,13 +1,18 @@
 """Benchmark our BentoML service against `mlflow models serve` and a plain FastAPI server.
 
-    python -m bench.run [--duration 5] [--rounds 3] [--concurrency 1 8 64] [--keep]    # make bench
+    python -m bench.run [--model logistic_regression|random_forest|hist_gradient_boosting]
+                        [--param NAME=V1,V2] [--duration 5] [--rounds 3] [--concurrency 1 8 64]
+                        [--keep]    # make bench
 
-In a temporary folder: train the default iris sweep into a SQLite store of its own, promote,
-import into a BentoML home of its own. Start the servers one after the other, each alone on the
+In a temporary folder: train an iris sweep of one model family (--model) into a SQLite store of
+its own, promote, import into a BentoML home of its own (the import picks the served form; the
+service's GET /health tells which). Start the servers one after the other, each alone on the
 machine while it starts (cold start = process start to the first 200 from its readiness URL).
 After a warm-up, drive them with `hey` in interleaved rounds (each round visits every load and
 every server, in a rotating order, so that drift of the machine hits all of them alike). Print
 one table and the pass/fail of each target; write JSON and a PNG chart to bench/results/.
+The FastAPI baseline reuses the service's numpy maths for linear models, so it runs only with
+--model logistic_regression. Tree families have their own throughput targets against mlflow.
 Exit code: 0 every target met, 2 a target missed, 1 the bench could not run.
 """
 
@@ -48,6 +53,7 @@ from bench.servers import (
     stop_server,
     tree_rss_mb,
 )
+from training.models import DEFAULT_FAMILY, FAMILIES, make_grid, parse_param
 from training.tracking import configure_cli_logging
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,16 @@ logger = logging.getLogger(__name__)
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ONE_ROW = [[5.1, 3.5, 1.4, 0.2]]
 TARGET_CONCURRENCIES = (1, 8, 64)
+# The one family the FastAPI baseline can serve: it reuses the service's linear numpy maths.
+LINEAR_FAMILY = "logistic_regression"
+FASTAPI_NA = "n/a: the FastAPI baseline serves linear models only"
+# A smaller sweep than the family's default grid, to keep training short (--param overrides).
+BENCH_PARAMS = {
+    "random_forest": ("n_estimators=100",),  # 2 runs (max_depth None, 8), 100 trees each
+    "hist_gradient_boosting": ("learning_rate=0.1",),  # 2 runs (max_leaf_nodes 15, 31)
+}
+# The served random forest must be a realistic one, not a handful of trees.
+MIN_TREES = 100
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,38 @@ def check_answers(servers: list[RunningServer], bodies: dict[tuple[str, int], Pa
         if "predictions" not in answer:
             raise BenchError(f"{spec.name}: unexpected answer {str(answer)[:200]}")
         logger.info("%-8s answers %s", spec.name, json.dumps(answer["predictions"][0])[:100])
+
+
+def served_model(server: RunningServer) -> dict:
+    """The "model" block of our service's GET /health: version, run, served_form, ..."""
+    try:
+        with urllib.request.urlopen(server.spec.url + "/health", timeout=10) as response:
+            model = json.loads(response.read()).get("model") or {}
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{server.spec.name}: GET /health failed: {error}") from None
+    if not model.get("served_form"):
+        raise BenchError(f"{server.spec.name}: GET /health names no model.served_form: "
+                         f"{str(model)[:200]}")
+    return model
+
+
+def training_args(family: str, params: list[str]) -> list[str]:
+    """The `python -m training.experiments` arguments: the family, then each --param."""
+    return ["--model", family, *(arg for text in params for arg in ("--param", text))]
+
+
+def check_served_run(env: dict[str, str], *, run_id: str, family: str) -> dict[str, str]:
+    """The hyperparameters of the run the service serves; BenchError unless it is the family asked."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    params = dict(client.get_run(run_id).data.params)
+    if params.get("model") != family:
+        raise BenchError(f"the service serves a {params.get('model')} model, not {family}")
+    if family == "random_forest" and int(params.get("n_estimators", 0)) < MIN_TREES:
+        raise BenchError(f"the served random forest has {params.get('n_estimators')} trees, "
+                         f"fewer than {MIN_TREES}")
+    return params
 
 
 def run_rounds(hey: str, servers: list[RunningServer], *, bodies: dict[tuple[str, int], Path],
@@ -180,47 +228,77 @@ def ratio(summary: dict, other: str, label: str, key: str = "rps") -> float:
         return math.nan
 
 
-def check_targets(summary: dict, *, batch: Load) -> list[dict]:
-    """Each target: what it asks, the measured figures, and passed True/False (None: not measured)."""
+def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) -> list[dict]:
+    """Each target: what it asks, the measured figures, and passed True/False (None: not measured).
+
+    Linear models: batch rows/s >= 10x mlflow serve. Tree families instead: req/s at c=8 >= 20x
+    and batch rows/s >= 5x mlflow serve; the FastAPI target is n/a (no baseline for them).
+    """
     ours = summary.get("ours", {}).get("loads", {})
     single = [f"c={c}" for c in TARGET_CONCURRENCIES if f"c={c}" in ours]
 
-    def target(text: str, values: list[float], ok) -> dict:
+    def target(text: str, values: list[float], ok, note: str = "") -> dict:
         unmeasured = not values or any(math.isnan(v) for v in values)
-        return {"target": text, "values": values, "passed": None if unmeasured else all(map(ok, values))}
+        item = {"target": text, "values": values, "passed": None if unmeasured else all(map(ok, values))}
+        return {**item, "note": note} if note else item
 
     cold = (summary["ours"]["cold_start_s"] / summary["mlflow"]["cold_start_s"]
             if "ours" in summary and "mlflow" in summary else math.nan)
     c8, c64 = ours.get("c=8"), ours.get("c=64")
-    return [
+    linear = family == LINEAR_FAMILY
+    targets = [
         target("req/s >= 2.0x mlflow serve at c=1,8,64",
                [ratio(summary, "mlflow", label) for label in single], lambda v: v >= 2.0),
         target("req/s >= 0.9x FastAPI at c=1,8,64",
-               [ratio(summary, "fastapi", label) for label in single], lambda v: v >= 0.9),
+               [ratio(summary, "fastapi", label) for label in single] if linear else [],
+               lambda v: v >= 0.9, note="" if linear else "- (the baseline serves linear models only)"),
         target("p99 <= 3x p50 at c=8",
                [c8["p99_ms"] / c8["p50_ms"] if c8 and c8["p50_ms"] > 0 else math.nan],
                lambda v: v <= 3.0),
         target("zero errors at c=64", [float(c64["errors"]) if c64 else math.nan],
                lambda v: v == 0),
-        target(f"{batch.rows}-row rows/s >= 10x mlflow serve",
-               [ratio(summary, "mlflow", batch.label)], lambda v: v >= 10.0),
-        target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5),
     ]
+    if linear:
+        targets.append(target(f"{batch.rows}-row rows/s >= 10x mlflow serve",
+                              [ratio(summary, "mlflow", batch.label)], lambda v: v >= 10.0))
+    else:
+        targets += [
+            target("req/s >= 20x mlflow serve at c=8", [ratio(summary, "mlflow", "c=8")],
+                   lambda v: v >= 20.0),
+            target(f"{batch.rows}-row rows/s >= 5x mlflow serve",
+                   [ratio(summary, "mlflow", batch.label)], lambda v: v >= 5.0),
+        ]
+    targets.append(target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5))
+    return targets
 
 
-def format_report(summary: dict, targets: list[dict], training: dict) -> str:
-    """The table, the ratios and one line per target."""
-    lines = [f"training {training['runs']} runs: {training['train_runs_s']:.1f} s "
-             f"(whole command {training['train_command_s']:.1f} s); promote "
-             f"{training['promote_s']:.1f} s; import {training['import_s']:.1f} s", ""]
+def describe_model(model: dict) -> str:
+    """One line: family, served form, registry version and the served run's hyperparameters."""
+    if not model.get("served_form"):
+        return f"model {model['family']}, served form n/a (our service was not run)"
+    family = FAMILIES.get(model["family"])
+    params = model.get("params") or {}
+    hyper = " ".join(f"{key}={params[key]}" for key in (family.grid if family else ()) if key in params)
+    return (f"model {model['family']}, served form {model['served_form']} "
+            f"({model.get('name')} v{model.get('version')}{', ' + hyper if hyper else ''})")
+
+
+def format_report(summary: dict, targets: list[dict], training: dict, *,
+                  model: dict | None = None, skipped: dict[str, str] | None = None) -> str:
+    """The table, the ratios and one line per target; servers not run shown as n/a."""
+    skipped = skipped or {}
+    lines = [describe_model(model)] if model else []
+    lines += [f"training {training['runs']} runs: {training['train_runs_s']:.1f} s "
+              f"(whole command {training['train_command_s']:.1f} s); promote "
+              f"{training['promote_s']:.1f} s; import {training['import_s']:.1f} s", ""]
     header = (f"{'server':<8} {'load':<15} {'req/s':>8} {'rows/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'errors':>6} {'ours/mlflow':>11} {'ours/fastapi':>12} {'RSS MiB':>8} {'cold s':>7}")
     lines += [header, "-" * len(header)]
     for name, server in summary.items():
         for index, (label, row) in enumerate(server["loads"].items()):
             vs_mlflow, vs_fastapi = (
-                number(ratio(summary, other, label), 2) + "x"
-                if name == "ours" and other in summary else ""
+                number(ratio(summary, other, label), 2) + "x" if name == "ours" and other in summary
+                else "n/a" if name == "ours" and other in skipped else ""
                 for other in ("mlflow", "fastapi"))
             # Memory and cold start belong to the server, not to a load: shown once.
             first = index == 0
@@ -230,16 +308,18 @@ def format_report(summary: dict, targets: list[dict], training: dict) -> str:
                 f"{number(row['p50_ms'], 2):>7} {number(row['p99_ms'], 2):>7} {row['errors']:>6d} "
                 f"{vs_mlflow:>11} {vs_fastapi:>12} {rss:>8} {cold:>7}")
         lines.append("")
+    for name, why in skipped.items():
+        lines += [f"{name:<8} {why}", ""]
     for item in targets:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["passed"]]
-        values = ", ".join(number(v, 2) for v in item["values"])
+        values = item.get("note") or ", ".join(number(v, 2) for v in item["values"]) or "-"
         lines.append(f"{verdict}  {item['target']:<42} measured: {values}")
     missed = sum(item["passed"] is False for item in targets)
     lines.append(f"result: {'FAIL' if missed else 'PASS'} ({missed} of {len(targets)} targets missed)")
     return "\n".join(lines)
 
 
-def save_chart(summary: dict, path: Path, *, batch: Load) -> None:
+def save_chart(summary: dict, path: Path, *, batch: Load, title: str = "") -> None:
     """Four panels: req/s and p99 per concurrency, rows/s of big requests, cold start."""
     import matplotlib
 
@@ -263,6 +343,8 @@ def save_chart(summary: dict, path: Path, *, batch: Load) -> None:
     axes[1][0].set_title(f"rows/s, {batch.label} (higher is better)")
     axes[1][1].bar(names, [summary[n]["cold_start_s"] for n in names], color=colours)
     axes[1][1].set_title("cold start s (lower is better)")
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -321,6 +403,11 @@ def describe_machine() -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(FAMILIES), default=DEFAULT_FAMILY,
+                        help=f"model family to train, serve and measure ({DEFAULT_FAMILY})")
+    parser.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=V1,V2",
+                        help="hyperparameter values for the sweep (repeatable), as training.experiments "
+                             "takes them; replaces the bench's smaller default for that name")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per hey run (5)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of warm-up per server and body size (3)")
@@ -332,7 +419,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", nargs="+", choices=SERVER_NAMES, default=list(SERVER_NAMES))
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where JSON and PNG go")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, logs)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # The bench's smaller sweep for the family, then the command line's --param on top (by name).
+    params = {text.partition("=")[0].strip(): text for text in BENCH_PARAMS.get(args.model, ())}
+    params.update({text.partition("=")[0].strip(): text for text in args.params})
+    args.params = list(params.values())
+    try:
+        grid = make_grid([args.model], dict(parse_param(text) for text in args.params))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.model == "random_forest" and any(
+            (point.params.get("n_estimators") or 0) < MIN_TREES for point in grid):
+        parser.error(f"--param n_estimators: the bench serves random forests of at least "
+                     f"{MIN_TREES} trees")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,19 +440,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_cli()
     loads = [Load(1, c) for c in args.concurrency] + [Load(args.batch_rows, args.batch_concurrency)]
+    linear = args.model == LINEAR_FAMILY
+    skipped = {"fastapi": FASTAPI_NA} if not linear and "fastapi" in args.servers else {}
+    server_names = [name for name in args.servers if name not in skipped]
     warn_if_busy()
     with scratch_folder("bench-", keep=args.keep) as workdir:
         servers: list[RunningServer] = []
+        # What ours serves, from its GET /health; only the family when ours is not run.
+        model: dict = {"family": args.model, "served_form": None}
         try:
             hey = ensure_hey()
             env = bench_env(workdir)
-            training = prepare_model(env)
-            logger.info("training %d runs: %.1f s (whole command %.1f s)", training["runs"],
-                        training["train_runs_s"], training["train_command_s"])
+            training = prepare_model(env, training_args(args.model, args.params))
+            logger.info("training %d runs of %s: %.1f s (whole command %.1f s)", training["runs"],
+                        args.model, training["train_runs_s"], training["train_command_s"])
             # One at a time: each cold start has the machine to itself, and each port is picked
             # while the servers before it already hold theirs.
-            for name in args.servers:
+            for name in server_names:
                 servers.append(start_server(make_spec(name), env=env, log_dir=workdir))
+                if name == "ours":
+                    health = served_model(servers[-1])
+                    model = {"family": args.model, "served_form": health["served_form"],
+                             "name": health.get("name"), "version": health.get("version"),
+                             "run_id": health.get("run_id"), "form_check": health.get("form_check"),
+                             "params": check_served_run(env, run_id=health.get("run_id", ""),
+                                                        family=args.model)}
+                    logger.info("%s", describe_model(model))
             bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
             check_answers(servers, bodies)
             records = run_rounds(hey, servers, bodies=bodies, loads=loads, rounds=args.rounds,
@@ -364,14 +477,18 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers:
                 stop_server(server.process)
     summary = summarise(records, servers, loads)
-    targets = check_targets(summary, batch=loads[-1])
-    print("\n" + format_report(summary, targets, training))
+    if "ours" in summary:
+        summary["ours"]["served_form"] = model["served_form"]
+    targets = check_targets(summary, batch=loads[-1], family=args.model)
+    print("\n" + format_report(summary, targets, training, model=model, skipped=skipped))
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / time.strftime("bench-%Y%m%d-%H%M%S")
-    report = {"machine": describe_machine(), "config": vars(args), "training": training,
-              "summary": summary, "targets": targets, "runs": records}
+    stem = args.out / time.strftime(f"bench-{args.model}-%Y%m%d-%H%M%S")
+    report = {"machine": describe_machine(), "config": vars(args), "model": model,
+              "training": training, "skipped": skipped, "summary": summary, "targets": targets,
+              "runs": records}
     stem.with_suffix(".json").write_text(json.dumps(without_nan(report), indent=2, default=str))
-    save_chart(summary, stem.with_suffix(".png"), batch=loads[-1])
+    save_chart(summary, stem.with_suffix(".png"), batch=loads[-1],
+               title=f"{args.model}, served form {model['served_form'] or '?'}")
     print(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
     return 2 if any(item["passed"] is False for item in targets) else 0
 

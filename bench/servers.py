@@ -93,10 +93,15 @@ def run_step(argv: list[str], *, env: dict[str, str]) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def prepare_model(env: dict[str, str]) -> dict[str, float]:
-    """Train the default iris sweep, promote the best and import it; return what each took."""
+def prepare_model(env: dict[str, str], training_args: list[str] | None = None) -> dict[str, float]:
+    """Train an iris sweep, promote the best and import it; return what each took.
+
+    training_args go to `python -m training.experiments` (e.g. ["--model", "random_forest",
+    "--param", "n_estimators=100"]); without them it trains its default sweep.
+    """
     python = sys.executable
-    command_s, output = run_step([python, "-m", "training.experiments"], env=env)
+    command_s, output = run_step([python, "-m", "training.experiments", *(training_args or [])],
+                                 env=env)
     # The CLI times the runs itself, after its imports: "6 runs in 12.3 s (tracking store: ...)".
     match = re.search(r"(\d+) runs in ([\d.]+) s", output)
     if match is None:

@@ -20,11 +20,12 @@ from serving.contract import (
     RequestError,
     error_body,
     format_predictions,
-    parse_features,
     parse_mlflow_request,
+    parse_predict_request,
 )
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
+from serving.schema import NUMBER, TableSchema
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +33,32 @@ JSON_HEADER = (b"content-type", b"application/json")
 OWN_PATHS = frozenset({"/predict", "/invocations", "/health", "/metadata"})
 
 
-def request_model(*, n_features: int | None, max_rows: int) -> type[BaseModel]:
-    """The /predict body schema; exact row length and row limit once a model is loaded."""
-    value = Annotated[float, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
-    row = Annotated[list[value], Field(min_length=n_features or 1, max_length=n_features)]
+def request_model(*, schema: TableSchema | None, max_rows: int) -> Any:
+    """The /predict body schema: rows of numbers (all-numeric models) or records by column name."""
+    number = Annotated[float, Field(ge=-MAX_ABS_FEATURE, le=MAX_ABS_FEATURE)]
+    n_features = len(schema.features) if schema else None
+    fields = {}
+    for index, feature in enumerate(schema.features if schema else ()):
+        kind = number if feature.type == NUMBER else str
+        fields[f"column_{index}"] = (kind | None, Field(..., alias=feature.name))
+    record = create_model("Record", __config__=ConfigDict(extra="forbid"),
+                          __doc__="One row by column name; null for a missing value.", **fields) \
+        if schema else dict[str, number | str | None]
+    records = create_model(
+        "PredictRecordsRequest", __config__=ConfigDict(extra="forbid"),
+        __doc__="Rows by column name: numbers, text for text columns, null for missing values.",
+        records=(Annotated[list[record], Field(min_length=1, max_length=max_rows)], ...))
+    if schema is not None and not schema.all_numeric:
+        return records
+    row = Annotated[list[number], Field(min_length=n_features or 1, max_length=n_features)]
     rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]
-    return create_model(
+    features = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
         __doc__="Rows of raw features in the model's feature order; one flat row is one row.",
         features=(rows | row, Field(..., examples=[[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]])),
     )
+    return features | records
 
 
 class Prediction(BaseModel):
@@ -61,6 +77,12 @@ class PredictResponse(BaseModel):
     model: ModelSummary
 
 
+class InputColumn(BaseModel):
+    name: str
+    type: str
+    categories: list[str] | None = None
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -68,8 +90,11 @@ class ModelInfo(BaseModel):
     alias: str | None = None
     dataset: str
     features: list[str]
+    inputs: list[InputColumn]
     classes: list[str]
     metrics: dict[str, float]
+    served_form: str
+    form_check: dict[str, Any]
     bento_tag: str
     imported_at: str | None = None
     run_url: str | None = None
@@ -98,7 +123,7 @@ _ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in
     400: "malformed body", 401: "missing or wrong API key", 405: "wrong method",
     408: "the body did not arrive within the request timeout",
     413: "body over the size limit", 415: "content type is not application/json",
-    422: "rows of the wrong length, too many rows, or values that are not finite numbers",
+    422: "rows of the wrong length, missing or unknown columns, too many rows, or values of the wrong type",
     503: "model not loaded"}.items()}
 
 
@@ -115,12 +140,12 @@ class PredictionApp(FastAPI):
         self.metrics: ServiceMetrics | None = None
         self._health_body = b""
         self._metadata_body = b""
-        self._declare_routes(n_features=None)
+        self._declare_routes(schema=None)
 
-    def _declare_routes(self, *, n_features: int | None) -> None:
+    def _declare_routes(self, *, schema: TableSchema | None) -> None:
         """Routes for the OpenAPI document only: __call__ answers the requests."""
         self.router.routes.clear()
-        PredictRequest = request_model(n_features=n_features, max_rows=self.max_rows)
+        PredictRequest = request_model(schema=schema, max_rows=self.max_rows)
 
         @self.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
         def health() -> HealthResponse:
@@ -140,7 +165,8 @@ class PredictionApp(FastAPI):
         # Annotations evaluated here (no `from __future__ import annotations` in this module):
         # FastAPI must see the local PredictRequest class.
         def predict(request: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
-            """Class label and probabilities for each row of raw features."""
+            """Class label and probabilities for each row: numbers in feature order, or records
+            by column name (null for a missing value)."""
 
     def bind(self, model: LoadedModel, *, max_rows: int, max_body_bytes: int,
              request_timeout: float, api_key: str | None,
@@ -152,7 +178,7 @@ class PredictionApp(FastAPI):
         self.metrics = metrics
         self._health_body = json.dumps({"status": "ok", "model": model.info}).encode()
         self._metadata_body = json.dumps(model.info).encode()
-        self._declare_routes(n_features=model.predictor.n_features)
+        self._declare_routes(schema=model.schema)
         self.model = model
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -202,20 +228,20 @@ class PredictionApp(FastAPI):
 
     async def _predict(self, scope: dict, receive: Any) -> bytes:
         model, body = await self._accept(scope, receive)
-        X = parse_features(body, n_features=model.predictor.n_features, max_rows=self.max_rows)
-        probabilities = model.predictor.predict_proba(X)
+        table = parse_predict_request(body, schema=model.schema, max_rows=self.max_rows)
+        probabilities = model.predictor.predict_proba(table)
         predicted = probabilities.argmax(axis=1)
         if self.metrics is not None:
-            self.metrics.observe(X, predicted)
+            self.metrics.observe(table.numeric, predicted)
         return format_predictions(probabilities, predicted, class_names=model.class_names,
                                   model=model.summary)
 
     async def _invocations(self, scope: dict, receive: Any) -> bytes:
         model, body = await self._accept(scope, receive)
-        X = parse_mlflow_request(body, feature_names=model.feature_names, max_rows=self.max_rows)
-        predicted = model.predictor.predict_proba(X).argmax(axis=1)
+        table = parse_mlflow_request(body, schema=model.schema, max_rows=self.max_rows)
+        predicted = model.predictor.predict_proba(table).argmax(axis=1)
         if self.metrics is not None:
-            self.metrics.observe(X, predicted)
+            self.metrics.observe(table.numeric, predicted)
         return json.dumps({"predictions": predicted.tolist()}).encode()
 
     async def _accept(self, scope: dict, receive: Any) -> tuple[LoadedModel, bytes]:

@@ -1,4 +1,4 @@
-"""The HTTP contract of /predict: parse and check a request body, shape the answer."""
+"""The HTTP contract of /predict and /invocations: parse and check a request body, shape the answer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from itertools import chain
 
 import numpy as np
 import orjson
+
+from serving.schema import Table, TableSchema
 
 # Far beyond any real feature, and far enough inside float64's range that scaling and the
 # dot product cannot overflow into inf - inf = NaN probabilities.
@@ -82,8 +84,8 @@ def check_row_count(count: int, *, max_rows: int) -> None:
 
 
 def check_range(X: np.ndarray) -> np.ndarray:
-    """X itself, unless a value is beyond MAX_ABS_FEATURE (or infinite)."""
-    within = np.abs(X) <= MAX_ABS_FEATURE  # False for inf as well
+    """X itself, unless a value is beyond MAX_ABS_FEATURE (or infinite); NaN means missing."""
+    within = ~(np.abs(X) > MAX_ABS_FEATURE)  # False for inf, True for NaN
     if not within.all():
         bad = int(np.argmin(within.all(axis=1)))
         raise RequestError(422, f"row {bad} holds a value outside the accepted range "
@@ -144,7 +146,11 @@ def parse_features_strictly(body: bytes, *, n_features: int, max_rows: int) -> n
         raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' is accepted", "unknown_keys")
     if "features" not in document:
         raise RequestError(400, "the 'features' key is missing", "missing_features")
-    rows = document["features"]
+    return features_to_array(document["features"], n_features=n_features, max_rows=max_rows)
+
+
+def features_to_array(rows: object, *, n_features: int, max_rows: int) -> np.ndarray:
+    """The value of `features`: a list of rows of numbers, or one flat row."""
     if not isinstance(rows, list) or not rows:
         raise RequestError(400, "'features' must be a non-empty list of rows", "empty_features")
     if not isinstance(rows[0], list):
@@ -152,11 +158,79 @@ def parse_features_strictly(body: bytes, *, n_features: int, max_rows: int) -> n
     return rows_to_array(rows, n_features=n_features, max_rows=max_rows)
 
 
+PREDICT_KEYS = ("features", "records")
+
+
+def parse_predict_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
+    """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
+    n_features = len(schema.features)
+    if schema.all_numeric:
+        X = read_plain_features(body, n_features=n_features)
+        if X is not None:  # the fast path for the common case
+            check_row_count(len(X), max_rows=max_rows)
+            return Table.from_numbers(check_range(X))
+    document = load_json_object(body, example='{"features": [[...], ...]} or {"records": [{...}, ...]}')
+    keys = [key for key in document if key in PREDICT_KEYS]
+    extra = sorted(set(document) - set(PREDICT_KEYS))
+    if extra:
+        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' or 'records' is accepted", "unknown_keys")
+    if len(keys) != 1:
+        raise RequestError(400, "the body needs exactly one of 'features' or 'records'", "missing_features")
+    if keys[0] == "records":
+        return records_to_table(document["records"], schema=schema, max_rows=max_rows)
+    if not schema.all_numeric:
+        raise RequestError(422, "this model has text columns: send rows as {\"records\": [{\"column\": value, ...}]}", "needs_records")
+    return Table.from_numbers(features_to_array(document["features"], n_features=n_features, max_rows=max_rows))
+
+
+def records_to_table(records: object, *, schema: TableSchema, max_rows: int) -> Table:
+    """Rows given as {column: value} objects: numbers for numeric columns, text for the others,
+    null for a missing value (imputed as in training)."""
+    if not isinstance(records, list) or not records:
+        raise RequestError(400, "'records' must be a non-empty list of objects", "empty_features")
+    check_row_count(len(records), max_rows=max_rows)
+    numeric_names, text_names = schema.numeric, schema.categorical
+    numeric = np.empty((len(records), len(numeric_names)))
+    text = np.empty((len(records), len(text_names)), dtype=object)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(400, f"record {i} is not an object of column: value", "not_a_row")
+        if len(record) != len(schema.features) or not all(name in record for name in schema.feature_names):
+            _raise_column_mismatch(i, record, schema)
+        for j, name in enumerate(numeric_names):
+            value = record[name]
+            kind = type(value)
+            if kind is float or kind is int:
+                try:
+                    numeric[i, j] = value
+                except OverflowError:
+                    raise RequestError(422, f"row {i}, column {name!r}: the value does not fit a 64-bit float", "not_finite") from None
+            elif value is None:
+                numeric[i, j] = np.nan
+            else:
+                raise RequestError(422, f"row {i}, column {name!r}: {json.dumps(value)[:40]} is not a number", "not_a_number")
+        for j, name in enumerate(text_names):
+            value = record[name]
+            if value is not None and type(value) is not str:
+                raise RequestError(422, f"row {i}, column {name!r}: {json.dumps(value)[:40]} is not text", "not_text")
+            text[i, j] = value
+    return Table(numeric=check_range(numeric), categorical=text)
+
+
+def _raise_column_mismatch(index: int, record: dict, schema: TableSchema) -> None:
+    missing = [name for name in schema.feature_names if name not in record]
+    if missing:
+        raise RequestError(422, f"row {index}: column {missing[0]!r} is missing (send null for a missing value)", "missing_column")
+    unknown = [name for name in record if name not in schema.feature_names]
+    raise RequestError(422, f"row {index}: unknown column {unknown[0]!r}", "unknown_column")
+
+
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-def parse_mlflow_request(body: bytes, *, feature_names: list[str], max_rows: int) -> np.ndarray:
-    """Rows from an `mlflow models serve` /invocations body, put in the model's feature order."""
+def parse_mlflow_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
+    """Rows from an `mlflow models serve` /invocations body, by column name."""
+    feature_names = schema.feature_names
     document = load_json_object(body, example='{"dataframe_split": {"columns": [...], "data": [[...]]}}')
     keys = [key for key in document if key in MLFLOW_KEYS]
     if len(keys) != 1 or set(document) - {keys[0], "params"}:
@@ -166,31 +240,28 @@ def parse_mlflow_request(body: bytes, *, feature_names: list[str], max_rows: int
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise RequestError(400, "dataframe_split needs 'columns' and 'data'", "not_a_row")
         columns = payload.get("columns", feature_names)
-        rows = [_reorder(dict(zip(columns, row)) if isinstance(row, list) and isinstance(columns, list)
-                         and len(row) == len(columns) else row, feature_names) for row in payload["data"]]
+        rows = [dict(zip(columns, row)) if isinstance(row, list) and isinstance(columns, list)
+                and len(row) == len(columns) else row for row in payload["data"]]
     elif isinstance(payload, dict):  # {"column": [values...]} as `inputs` or `instances`
         lengths = {len(v) if isinstance(v, list) else -1 for v in payload.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise RequestError(400, "columns must be lists of the same length", "not_a_row")
-        rows = [_reorder({k: v[i] for k, v in payload.items()}, feature_names) for i in range(lengths.pop())]
+        rows = [{k: v[i] for k, v in payload.items()} for i in range(lengths.pop())]
     elif isinstance(payload, list):  # records (dicts) or, beyond MLflow, positional rows
-        rows = [_reorder(row, feature_names) for row in payload]
+        rows = payload
     else:
         raise RequestError(400, f"{keys[0]} must be a list or an object", "not_a_row")
     if not rows:
         raise RequestError(400, "there are no rows to score", "empty_features")
-    return rows_to_array(rows, n_features=len(feature_names), max_rows=max_rows)
-
-
-def _reorder(row: object, feature_names: list[str]) -> object:
-    """A record by column name becomes a row in feature order; anything else is left to check."""
-    if not isinstance(row, dict):
-        return row
-    missing = [name for name in feature_names if name not in row]
-    unknown = [name for name in row if name not in feature_names]
-    if missing or unknown:
-        raise RequestError(422, f"columns do not match the model: missing {missing}, unknown {unknown}", "wrong_length")
-    return [row[name] for name in feature_names]
+    check_row_count(len(rows), max_rows=max_rows)
+    for index, row in enumerate(rows):  # positional rows, in feature order, become records
+        if isinstance(row, list):
+            if len(row) != len(feature_names):
+                raise RequestError(422, f"row {index} has {len(row)} values; the model takes {len(feature_names)} features", "wrong_length")
+            rows[index] = dict(zip(feature_names, row))
+        elif not isinstance(row, dict):
+            raise RequestError(400, f"row {index} is not a list of values or an object", "not_a_row")
+    return records_to_table(rows, schema=schema, max_rows=max_rows)
 
 
 def format_predictions(

@@ -1,4 +1,4 @@
-"""Load an imported Bento model folder: check its hashes, then read it without unpickling."""
+"""Load an imported Bento model folder: check its hashes, then read its served form without unpickling."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.forms import Predictor, load_predictor
 from serving.monitoring import FeatureStats
-from serving.predictor import PARAMS_FILE, LinearPredictor
+from serving.schema import Table, TableSchema
 
 FEATURE_STATS_FILE = "feature_stats.json"
 
@@ -21,55 +22,68 @@ class ModelIntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The predictor and what clients are told about it."""
+    """The predictor, the columns it takes, and what clients are told about it."""
 
-    predictor: LinearPredictor
-    class_names: list[str]
-    feature_names: list[str]
+    predictor: Predictor
+    schema: TableSchema
     info: dict = field(repr=False)  # the /health and /metadata "model" block
     summary: dict = field(repr=False)  # the /predict "model" block
     feature_stats: FeatureStats | None = field(default=None, repr=False)
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.schema.class_names)
 
-def verify_sha256(directory: Path, expected: dict[str, str], names: list[str]) -> None:
-    """Raise ModelIntegrityError unless each named file hashes to its recorded value."""
-    for name in names:
-        if name not in expected:
-            raise ModelIntegrityError(f"no sha256 recorded for {name}; re-import the model")
-        digest = hashlib.sha256((directory / name).read_bytes()).hexdigest()
-        if digest != expected[name]:
+    @property
+    def feature_names(self) -> list[str]:
+        return self.schema.feature_names
+
+
+def verify_sha256(directory: Path, expected: dict[str, str]) -> None:
+    """Raise ModelIntegrityError unless every file recorded at import still hashes to its value."""
+    if not expected:
+        raise ModelIntegrityError("no sha256 recorded for the model's files; re-import the model")
+    for name, digest in expected.items():
+        path = directory / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise ModelIntegrityError(f"{name} does not match its sha256 recorded at import")
 
 
 def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
     """Verify, load and warm up the model saved by scripts/import_production.py."""
-    has_stats = (directory / FEATURE_STATS_FILE).exists()
-    verify_sha256(directory, metadata.get("sha256", {}),
-                  [PARAMS_FILE, FEATURE_STATS_FILE] if has_stats else [PARAMS_FILE])
-    predictor = LinearPredictor.load(directory)
-    stats = (FeatureStats.from_dict(json.loads((directory / FEATURE_STATS_FILE).read_text()))
-             if has_stats else None)
-    class_names = list(metadata["class_names"])
-    feature_names = list(metadata["feature_names"])
-    if len(feature_names) != predictor.n_features or len(class_names) != predictor.n_classes:
-        raise ModelIntegrityError("the model's names do not match its parameters")
-    # Warm-up: prove the model predicts before the service says it is ready.
-    probabilities = predictor.predict_proba(np.zeros((1, predictor.n_features)))
-    if not np.isclose(probabilities.sum(), 1.0):
-        raise ModelIntegrityError("the warm-up prediction is not a probability distribution")
+    if "served_form" not in metadata:
+        raise ModelIntegrityError(f"{tag} was imported by an older version of this project; re-import it")
+    verify_sha256(directory, metadata.get("sha256", {}))
+    schema = TableSchema.from_dict(metadata["schema"])
+    predictor = load_predictor(metadata["served_form"], directory, schema)
+    stats_path = directory / FEATURE_STATS_FILE
+    stats = FeatureStats.from_dict(json.loads(stats_path.read_text())) if stats_path.exists() else None
+    # Warm-up: prove the model predicts, even a row with every value missing, before the
+    # service says it is ready.
+    empty = Table(numeric=np.full((1, len(schema.numeric)), np.nan),
+                  categorical=np.full((1, len(schema.categorical)), None, dtype=object))
+    try:
+        probabilities = predictor.predict_proba(empty)
+    except Exception as error:  # noqa: BLE001 - any failure here means the files disagree
+        raise ModelIntegrityError(f"the model does not take the columns its schema lists: {error}") from None
+    if probabilities.shape != (1, len(schema.class_names)) or not np.isclose(probabilities.sum(), 1.0):
+        raise ModelIntegrityError("the warm-up prediction is not a probability distribution over the classes")
     summary = {"name": metadata["registered_model"], "version": metadata["version"]}
     info = {
         **summary,
         "run_id": metadata["run_id"],
         "alias": metadata.get("alias"),
         "dataset": metadata["dataset"],
-        "features": feature_names,
-        "classes": class_names,
+        "features": schema.feature_names,
+        "inputs": [f.to_dict() for f in schema.features],
+        "classes": list(schema.class_names),
         "metrics": metadata.get("metrics", {}),
+        "served_form": metadata["served_form"],
+        "form_check": metadata.get("form_check", {}),
         "bento_tag": tag,
         "imported_at": metadata.get("imported_at"),
         "run_url": metadata.get("run_url") or None,
         "sha256": metadata.get("sha256", {}),
     }
-    return LoadedModel(predictor=predictor, class_names=class_names, feature_names=feature_names,
-                       info=info, summary=summary, feature_stats=stats)
+    return LoadedModel(predictor=predictor, schema=schema, info=info, summary=summary,
+                       feature_stats=stats)

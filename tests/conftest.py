@@ -14,6 +14,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from training.config import Settings, get_settings  # noqa: E402
+from training.models import GridPoint, make_grid  # noqa: E402
+
+
+def lr_grid(c_values: list[float], penalties: list[str]) -> list[GridPoint]:
+    """A logistic-regression grid of these C values and penalties."""
+    return make_grid(["logistic_regression"], {"C": tuple(c_values), "penalty": tuple(penalties)})
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ METRICS = ("accuracy", "precision", "recall", "f1")
 SCALER_ARTIFACT = "scaler/scaler.skops"
 SCHEMA_ARTIFACT = "schema.json"
 FEATURE_STATS_ARTIFACT = "feature_stats.json"
+EVALUATION_ROWS_ARTIFACT = "evaluation/rows.json"
 
 
 class Settings(BaseSettings):

@@ -1,12 +1,15 @@
-"""Train a grid of LogisticRegression runs, log them to MLflow and register each model.
+"""Train a sweep of classifiers, log every run to MLflow and register each model.
 
-    python -m training.experiments [--dataset iris] [--C 0.1 1 10] [--penalty l1 l2] [--promote]
+    python -m training.experiments [--dataset iris] [--model logistic_regression ...] [--promote]
+    python -m training.experiments --data table.csv --target label [--drop id] [--model ...]
+
+Each family has a default grid (see training/models.py); `--param name=v1,v2` replaces the
+values of one hyperparameter for every chosen family that has it.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import tempfile
 import time
@@ -17,8 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from serving.schema import CATEGORY, NUMBER, Feature, TableSchema
 from training.config import (
     DATASETS,
+    EVALUATION_ROWS_ARTIFACT,
     FEATURE_STATS_ARTIFACT,
     METRICS,
     SCALER_ARTIFACT,
@@ -26,11 +31,17 @@ from training.config import (
     Settings,
     get_settings,
 )
-from training.data import DataValidationError, Dataset, Split, load_dataset, split_dataset
-from training.train import (
-    PENALTIES,
+from training.data import DataValidationError, Dataset, Split, load_dataset, load_table, split_dataset
+from training.models import (
+    DEFAULT_FAMILY,
+    FAMILIES,
     SOLVER,
-    HyperParams,
+    GridPoint,
+    format_value,
+    make_grid,
+    parse_param,
+)
+from training.train import (
     compute_metrics,
     describe_features,
     fit_pipeline,
@@ -48,7 +59,6 @@ from training.tracking import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_C = (0.1, 1.0, 10.0)
 DEFAULT_TEST_SIZE = 0.2
 DEFAULT_RANDOM_STATE = 42
 
@@ -57,47 +67,47 @@ DEFAULT_RANDOM_STATE = 42
 class RunResult:
     """What one grid point produced."""
 
-    params: HyperParams
+    params: GridPoint
     metrics: dict[str, float]
     run_id: str
     version: str
 
 
-def make_grid(c_values: list[float], penalties: list[str]) -> list[HyperParams]:
-    """Every combination of C and penalty, in a stable order."""
-    return [HyperParams(C=c, penalty=p) for c, p in itertools.product(c_values, penalties)]
-
-
 def run_experiments(
     *,
     dataset_name: str = "iris",
-    grid: list[HyperParams] | None = None,
+    dataset: Dataset | None = None,
+    grid: list[GridPoint] | None = None,
     test_size: float = DEFAULT_TEST_SIZE,
     random_state: int = DEFAULT_RANDOM_STATE,
     settings: Settings | None = None,
 ) -> list[RunResult]:
-    """Train and log one child run per grid point under one parent run; register every model."""
+    """Train and log one child run per grid point under one parent run; register every model.
+
+    `dataset` is a table loaded with training.data.load_table; without it the bundled
+    scikit-learn dataset `dataset_name` is used.
+    """
     import mlflow
 
     settings = settings or get_settings()
-    grid = grid or make_grid(list(DEFAULT_C), list(PENALTIES))
-    dataset = load_dataset(dataset_name)
+    grid = grid or make_grid([DEFAULT_FAMILY])
+    dataset = dataset or load_dataset(dataset_name)
     split = split_dataset(dataset, test_size=test_size, random_state=random_state)
     connect(settings)
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
 
     results: list[RunResult] = []
-    with mlflow.start_run(run_name=f"{dataset_name}-sweep") as parent:
-        mlflow.set_tags({"dataset": dataset_name, "kind": "sweep"})
-        mlflow.log_params({"dataset_name": dataset_name, "test_size": test_size,
-                           "random_state": random_state, "grid_size": len(grid)})
-        for index, params in enumerate(grid, start=1):
-            result = log_run(params, dataset=dataset, split=split, test_size=test_size,
+    with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:
+        mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "kind": "sweep"})
+        mlflow.log_params({"dataset_name": dataset.name, "data_sha256": dataset.sha256,
+                           "test_size": test_size, "random_state": random_state, "grid_size": len(grid),
+                           "models": ",".join(dict.fromkeys(p.model for p in grid))})
+        for index, point in enumerate(grid, start=1):
+            result = log_run(point, dataset=dataset, split=split, test_size=test_size,
                              random_state=random_state, settings=settings)
             results.append(result)
             logger.info(
-                "run %d/%d  C=%-5g penalty=%s  %s  -> %s v%s",
-                index, len(grid), params.C, params.penalty,
+                "run %d/%d  %s  %s  -> %s v%s", index, len(grid), point.describe(),
                 "  ".join(f"{k}={result.metrics[k]:.4f}" for k in METRICS),
                 settings.registered_model_name, result.version,
             )
@@ -107,7 +117,7 @@ def run_experiments(
 
 
 def log_run(
-    params: HyperParams,
+    point: GridPoint,
     *,
     dataset: Dataset,
     split: Split,
@@ -118,69 +128,90 @@ def log_run(
     """Fit one pipeline and log its params, metrics, artifacts and registered model."""
     import mlflow
 
-    run_name = f"{dataset.name}-C{params.C:g}-{params.penalty}"
+    run_name = "-".join([dataset.name, point.model, *(f"{k}{format_value(v)}" for k, v in point.params.items())])
     with mlflow.start_run(run_name=run_name, nested=True) as run:
-        pipeline = fit_pipeline(params, split, feature_names=dataset.feature_names,
-                                random_state=random_state)
-        X_test = pd.DataFrame(split.X_test, columns=dataset.feature_names)
-        y_pred = pipeline.predict(X_test)
+        pipeline = fit_pipeline(point, split, dataset=dataset, random_state=random_state)
+        y_pred = pipeline.predict(split.X_test)
         metrics = compute_metrics(split.y_test, y_pred)
+        params = {"model": point.model, **point.params}
+        if point.model == "logistic_regression":
+            params["solver"] = SOLVER
         mlflow.log_params({
-            "C": params.C, "penalty": params.penalty, "solver": SOLVER,
-            "dataset_name": dataset.name, "test_size": test_size, "random_state": random_state,
+            **params, "dataset_name": dataset.name, "data_sha256": dataset.sha256,
+            "n_rows": len(dataset.y), "n_columns": dataset.X.shape[1],
+            "test_size": test_size, "random_state": random_state,
             "n_train": len(split.y_train), "n_test": len(split.y_test),
         })
         mlflow.log_metrics(metrics)
-        mlflow.set_tag("dataset", dataset.name)
-        log_evaluation_artifacts(pipeline, X_test=X_test, y_true=split.y_test, y_pred=y_pred,
-                                 dataset=dataset, split=split, title=run_name)
-        version = log_and_register_model(pipeline, X_example=X_test.iloc[:2], metrics=metrics,
-                                         params=params, dataset=dataset, settings=settings)
-    return RunResult(params=params, metrics=metrics, run_id=run.info.run_id, version=version)
+        mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "model": point.model})
+        log_evaluation_artifacts(pipeline, y_pred=y_pred, dataset=dataset, split=split, title=run_name)
+        version = log_and_register_model(pipeline, X_test=split.X_test, metrics=metrics,
+                                         point=point, dataset=dataset, settings=settings)
+    return RunResult(params=point, metrics=metrics, run_id=run.info.run_id, version=version)
+
+
+def table_schema(dataset: Dataset) -> TableSchema:
+    """The typed columns the model takes, with the categories seen in training."""
+    features = []
+    for name in dataset.feature_names:
+        if name in dataset.categorical_features:
+            seen = sorted(str(v) for v in dataset.X[name].dropna().unique())
+            features.append(Feature(name, CATEGORY, tuple(seen)))
+        else:
+            features.append(Feature(name, NUMBER))
+    return TableSchema(features=tuple(features), class_names=tuple(dataset.class_names))
+
+
+def evaluation_rows(X_test: pd.DataFrame) -> dict:
+    """The held-out rows as JSON (missing values as null): the import checks served forms on them."""
+    values = X_test.astype(object).where(pd.notna(X_test), None)
+    return {"columns": list(X_test.columns), "data": values.to_numpy().tolist()}
 
 
 def log_evaluation_artifacts(
     pipeline,
     *,
-    X_test: pd.DataFrame,
-    y_true: np.ndarray,
     y_pred: np.ndarray,
     dataset: Dataset,
     split: Split,
     title: str,
 ) -> None:
-    """Confusion matrix, classification report, scaler, names and feature statistics."""
+    """Confusion matrix, classification report, preprocessing, schema, statistics, evaluation rows."""
     import mlflow
     import skops.io
 
-    figure = plot_confusion_matrix(y_true, y_pred, dataset.class_names, title=title)
+    figure = plot_confusion_matrix(split.y_test, y_pred, dataset.class_names, title=title)
     mlflow.log_figure(figure, "confusion_matrix.png")
     plt.close(figure)
-    report_text, report_dict = report_classification(y_true, y_pred, dataset.class_names)
+    report_text, report_dict = report_classification(split.y_test, y_pred, dataset.class_names)
     mlflow.log_text(report_text, "classification_report.txt")
     mlflow.log_dict(report_dict, "classification_report.json")
-    mlflow.log_dict({"feature_names": dataset.feature_names, "class_names": dataset.class_names},
-                    SCHEMA_ARTIFACT)
-    mlflow.log_dict(describe_features(split.X_train, dataset.feature_names), FEATURE_STATS_ARTIFACT)
+    mlflow.log_dict(table_schema(dataset).to_dict(), SCHEMA_ARTIFACT)
+    mlflow.log_dict(describe_features(split.X_train, dataset.numeric_features), FEATURE_STATS_ARTIFACT)
+    mlflow.log_dict(evaluation_rows(split.X_test), EVALUATION_ROWS_ARTIFACT)
+    # The fitted preprocessing (imputers, scaler, encoder) on its own, as before the scaler.
     with tempfile.TemporaryDirectory() as tmp:
         scaler_path = Path(tmp) / Path(SCALER_ARTIFACT).name
-        skops.io.dump(pipeline.named_steps["scaler"], scaler_path)
+        skops.io.dump(pipeline.named_steps["preprocess"], scaler_path)
         mlflow.log_artifact(str(scaler_path), artifact_path=str(Path(SCALER_ARTIFACT).parent))
 
 
 def log_and_register_model(
     pipeline,
     *,
-    X_example: pd.DataFrame,
+    X_test: pd.DataFrame,
     metrics: dict[str, float],
-    params: HyperParams,
+    point: GridPoint,
     dataset: Dataset,
     settings: Settings,
 ) -> str:
     """Log the whole pipeline as the model, register it and describe the new version."""
     import mlflow
+    import skops.io
     from mlflow.models import infer_signature
 
+    complete = X_test.dropna()  # an example with every column filled shows each column's type
+    X_example = (complete if len(complete) >= 2 else X_test).iloc[:2]
     signature = infer_signature(X_example, pipeline.predict(X_example))
     info = mlflow.sklearn.log_model(
         pipeline,
@@ -189,17 +220,22 @@ def log_and_register_model(
         input_example=X_example,
         # Given explicitly: inferring them costs seconds per run.
         pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+        # The types of the pipeline we just built (the one-hot encoder's dtype, for one):
+        # whoever loads the model can then do so without trusting anything more.
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
         registered_model_name=settings.registered_model_name,
     )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
+    settings_text = ", ".join(f"{k}={format_value(v)}" for k, v in point.params.items())
     client.update_model_version(
         settings.registered_model_name, version,
-        description=(f"LogisticRegression (C={params.C:g}, penalty={params.penalty}, "
-                     f"solver={SOLVER}) with StandardScaler on {dataset.name}; "
-                     f"macro F1 {metrics['f1']:.4f} on the held-out split."),
+        description=(f"{FAMILIES[point.model].label} ({settings_text}) with imputation, scaling and "
+                     f"one-hot encoding on {dataset.name}; macro F1 {metrics['f1']:.4f} on the "
+                     f"held-out split."),
     )
-    tags = {"dataset": dataset.name, "C": f"{params.C:g}", "penalty": params.penalty}
+    tags = {"dataset": dataset.name, "data_sha256": dataset.sha256, "model": point.model}
+    tags.update({k: format_value(v) for k, v in point.params.items()})
     tags.update({metric: f"{value:.6f}" for metric, value in metrics.items()})
     for key, value in tags.items():
         client.set_model_version_tag(settings.registered_model_name, version, key, value)
@@ -222,9 +258,10 @@ def log_sweep_summary(results: list[RunResult]) -> None:
 
 def format_table(results: list[RunResult]) -> str:
     """A fixed-width table of the sweep, one row per run."""
-    header = f"{'version':>7}  {'C':>6}  {'penalty':<7}  " + "  ".join(f"{m:>9}" for m in METRICS)
+    width = max([len("model")] + [len(r.params.describe()) for r in results])
+    header = f"{'version':>7}  {'model':<{width}}  " + "  ".join(f"{m:>9}" for m in METRICS)
     rows = [
-        f"{r.version:>7}  {r.params.C:>6g}  {r.params.penalty:<7}  "
+        f"{r.version:>7}  {r.params.describe():<{width}}  "
         + "  ".join(f"{r.metrics[m]:>9.4f}" for m in METRICS)
         for r in results
     ]
@@ -248,16 +285,50 @@ def _fraction(text: str) -> float:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=DATASETS, default="iris")
-    parser.add_argument("--C", dest="c_values", type=_positive_float, nargs="+",
-                        default=list(DEFAULT_C), metavar="C", help="inverse regularisation values")
-    parser.add_argument("--penalty", dest="penalties", choices=PENALTIES, nargs="+",
-                        default=list(PENALTIES))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="a dataset bundled with scikit-learn (default: iris)")
+    source.add_argument("--data", type=Path, default=None, metavar="PATH",
+                        help="your own table: a .csv or .parquet file")
+    parser.add_argument("--target", default=None, help="with --data: the column to predict")
+    parser.add_argument("--drop", nargs="+", default=[], metavar="COLUMN",
+                        help="with --data: columns not to train on (ids, free text)")
+    parser.add_argument("--dataset-name", default=None, help="with --data: the data's name (default: the file's stem)")
+    parser.add_argument("--model", dest="models", nargs="+", choices=list(FAMILIES),
+                        default=[DEFAULT_FAMILY], help="model families to sweep (default: logistic_regression)")
+    parser.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=V1,V2",
+                        help="values to try for one hyperparameter (repeatable), e.g. n_estimators=100,300")
+    parser.add_argument("--C", dest="c_values", type=_positive_float, nargs="+", default=None,
+                        metavar="C", help="logistic_regression: inverse regularisation values (= --param C=...)")
+    parser.add_argument("--penalty", dest="penalties", choices=("l1", "l2"), nargs="+", default=None,
+                        help="logistic_regression: penalties (= --param penalty=...)")
     parser.add_argument("--test-size", type=_fraction, default=DEFAULT_TEST_SIZE)
     parser.add_argument("--random-state", type=int, default=DEFAULT_RANDOM_STATE)
     parser.add_argument("--promote", action="store_true",
                         help="run `python -m training.promote` on the result")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.data is not None and not args.target:
+        parser.error("--data needs --target COLUMN")
+    if args.data is None and (args.target or args.drop or args.dataset_name):
+        parser.error("--target, --drop and --dataset-name go with --data")
+    try:
+        overrides = dict(parse_param(text) for text in args.params)
+        if args.c_values:
+            overrides["C"] = tuple(args.c_values)
+        if args.penalties:
+            overrides["penalty"] = tuple(args.penalties)
+        args.grid = make_grid(args.models, overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    """The table the command line names; raises DataValidationError before anything is logged."""
+    if args.data is not None:
+        return load_table(args.data, target=args.target, drop=args.drop, name=args.dataset_name,
+                          test_size=args.test_size)
+    return load_dataset(args.dataset or "iris")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         results = run_experiments(
-            dataset_name=args.dataset,
-            grid=make_grid(args.c_values, args.penalties),
+            dataset=load_data(args),
+            grid=args.grid,
             test_size=args.test_size,
             random_state=args.random_state,
             settings=settings,

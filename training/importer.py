@@ -1,9 +1,12 @@
-"""Import the production model of the registry, and its scaler, into the BentoML model store.
+"""Import the production model of the registry into the BentoML model store, in its fastest verified form.
 
-    python scripts/import_production.py [--alias production]
+    python scripts/import_production.py [--alias production] [--form auto|linear|onnx|compiled|sklearn]
 
-The Bento model is written in a staging folder beside the store and renamed into it in one
-step, so an import that fails or is killed leaves the store as it was.
+The pipeline is converted into each served form in turn, fastest first (serving/forms/); the
+first whose answers on the run's held-out rows equal the registered model's `predict_proba`
+(identical labels, probabilities within 1e-6) is kept. The `sklearn` form, the pipeline
+itself, always qualifies. The Bento model is written in a staging folder beside the store and
+renamed into it in one step, so an import that fails or is killed leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from training.config import (
+    EVALUATION_ROWS_ARTIFACT,
     FEATURE_STATS_ARTIFACT,
     METRICS,
     SCALER_ARTIFACT,
@@ -29,6 +33,8 @@ from training.config import (
     Settings,
     get_settings,
 )
+from serving.forms import FORMS, Unsupported, convert, load_predictor
+from serving.schema import Table, TableSchema
 from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
@@ -38,7 +44,10 @@ MLFLOW_MODEL_DIR = "mlflow_model"
 SCALER_FILE = "scaler.skops"
 SCHEMA_FILE = "schema.json"
 FEATURE_STATS_FILE = "feature_stats.json"
+EVALUATION_ROWS_FILE = "evaluation_rows.json"
 STAGING_PREFIX = ".import-staging-"
+# A served form must give the registered model's labels and its probabilities to within this.
+TOLERANCE = 1e-6
 
 
 class ImportFailed(RuntimeError):
@@ -57,11 +66,26 @@ class ProductionVersion:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """The Bento model tag and whether this call created it."""
+    """The Bento model tag, whether this call created it, and the form it serves."""
 
     tag: str
     created: bool
     seconds: float
+    form: str = ""
+
+
+@dataclass(frozen=True)
+class FormCheck:
+    """The chosen served form and the evidence that it answers like the registered model."""
+
+    form: str
+    rows: int
+    max_abs_diff: float
+    tried: dict[str, str]  # form -> why it was passed over, for every faster form
+
+    def to_dict(self) -> dict:
+        return {"form": self.form, "rows": self.rows, "max_abs_diff": self.max_abs_diff,
+                "tolerance": TOLERANCE, "passed_over": self.tried}
 
 
 def resolve_production(client, *, name: str, alias: str) -> ProductionVersion:
@@ -106,7 +130,8 @@ def download_version(production: ProductionVersion, directory: Path) -> None:
             artifact_uri=f"models:/{production.name}/{production.version}",
             dst_path=str(directory / MLFLOW_MODEL_DIR))
         for artifact, local in ((SCALER_ARTIFACT, SCALER_FILE), (SCHEMA_ARTIFACT, SCHEMA_FILE),
-                                (FEATURE_STATS_ARTIFACT, FEATURE_STATS_FILE)):
+                                (FEATURE_STATS_ARTIFACT, FEATURE_STATS_FILE),
+                                (EVALUATION_ROWS_ARTIFACT, EVALUATION_ROWS_FILE)):
             fetched = mlflow.artifacts.download_artifacts(
                 run_id=production.run_id, artifact_path=artifact, dst_path=str(directory / "run"))
             shutil.move(fetched, directory / local)
@@ -116,14 +141,13 @@ def download_version(production: ProductionVersion, directory: Path) -> None:
     shutil.rmtree(directory / "run", ignore_errors=True)
 
 
-def check_and_convert(production: ProductionVersion, directory: Path) -> dict:
-    """Check model and scaler belong together; write the numpy parameters; return the schema."""
+def check_and_convert(production: ProductionVersion, directory: Path, *,
+                      form: str = "auto") -> tuple[TableSchema, FormCheck]:
+    """Check the run's files belong to the model, then write the fastest form that verifies."""
     import mlflow.sklearn
     import numpy as np
     import skops.io
     import yaml
-
-    from serving.predictor import LinearPredictor
 
     model_dir = directory / MLFLOW_MODEL_DIR
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
@@ -132,27 +156,74 @@ def check_and_convert(production: ProductionVersion, directory: Path) -> dict:
                            f"not by {production.run_id}")
     pipeline = mlflow.sklearn.load_model(str(model_dir))
     try:
-        scaler = skops.io.load(directory / SCALER_FILE)
+        path = directory / SCALER_FILE
+        preprocess = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
     except Exception as error:  # noqa: BLE001 - a corrupt file can fail in many ways
-        raise ImportFailed(f"the scaler artifact of run {production.run_id} is unreadable: "
-                           f"{one_line(error)}") from None
-    schema = json.loads((directory / SCHEMA_FILE).read_text())
-    try:
-        predictor = LinearPredictor.from_pipeline(pipeline)
-    except TypeError as error:
-        raise ImportFailed(f"version {production.version}: {error}") from None
-    if scaler.n_features_in_ != predictor.n_features or len(schema["feature_names"]) != predictor.n_features:
-        raise ImportFailed(f"the scaler takes {scaler.n_features_in_} features but the model "
-                           f"takes {predictor.n_features}")
-    if not (np.array_equal(scaler.mean_, predictor.mean) and np.array_equal(scaler.scale_, predictor.scale)):
-        raise ImportFailed(f"the scaler of run {production.run_id} is not the one inside the model")
-    if len(schema["class_names"]) != predictor.n_classes:
+        raise ImportFailed(f"the scaler artifact (the preprocessing) of run {production.run_id} is "
+                           f"unreadable: {one_line(error)}") from None
+    schema = TableSchema.from_dict(json.loads((directory / SCHEMA_FILE).read_text()))
+    table = probe_rows(json.loads((directory / EVALUATION_ROWS_FILE).read_text()), schema)
+    frame = table.to_frame(schema)
+    inner = getattr(pipeline, "named_steps", {}).get("preprocess")
+    if inner is None or not np.array_equal(preprocess.transform(frame), inner.transform(frame)):
+        raise ImportFailed(f"the scaler artifact (the preprocessing) of run {production.run_id} is not "
+                           f"the one inside the model")
+    if len(schema.class_names) != len(pipeline.classes_):
         raise ImportFailed("the class names do not match the model's classes")
-    predictor.save(directory)
-    return schema
+    check = choose_form(pipeline, schema, table, directory=directory,
+                        forms=FORMS if form == "auto" else (form,))
+    return schema, check
 
 
-def import_production(*, alias: str | None = None, settings: Settings | None = None) -> ImportResult:
+def probe_rows(rows: dict, schema: TableSchema) -> Table:
+    """The run's held-out rows, plus one row with every value missing and one of unseen text.
+
+    The two extra rows reach paths the held-out rows may miss: imputing every column, and
+    text the one-hot encoder never saw.
+    """
+    import numpy as np
+
+    records = [dict(zip(rows["columns"], row)) for row in rows["data"]]
+    records += [{}, {name: "\u2400 unseen" for name in schema.categorical}]
+    numeric = [[np.nan if r.get(name) is None else r[name] for name in schema.numeric] for r in records]
+    text = [[r.get(name) for name in schema.categorical] for r in records]
+    return Table(numeric=np.array(numeric, dtype=np.float64).reshape(len(records), len(schema.numeric)),
+                 categorical=np.array(text, dtype=object).reshape(len(records), len(schema.categorical)))
+
+
+def choose_form(pipeline, schema: TableSchema, table: Table, *, directory: Path,
+                forms: tuple[str, ...]) -> FormCheck:
+    """Save the first form, in the order given, that reproduces the pipeline on the table's rows."""
+    import numpy as np
+
+    expected = np.asarray(pipeline.predict_proba(table.to_frame(schema)), dtype=np.float64)
+    tried: dict[str, str] = {}
+    for form in forms:
+        try:
+            candidate = convert(form, pipeline, schema)
+        except Unsupported as error:
+            tried[form] = f"unsupported: {error}"
+            continue
+        # Judge the form as the service will read it: saved, then loaded back from the files.
+        trial = directory / f".form-{form}"
+        trial.mkdir()
+        shutil.copytree(directory / MLFLOW_MODEL_DIR, trial / MLFLOW_MODEL_DIR)
+        candidate.save(trial)
+        answered = load_predictor(form, trial, schema).predict_proba(table)
+        diff = float(np.max(np.abs(answered - expected))) if answered.shape == expected.shape else float("inf")
+        same_labels = answered.shape == expected.shape and \
+            np.array_equal(answered.argmax(axis=1), expected.argmax(axis=1))
+        if same_labels and diff <= TOLERANCE:
+            shutil.rmtree(trial)
+            candidate.save(directory)
+            return FormCheck(form=form, rows=len(table), max_abs_diff=diff, tried=tried)
+        shutil.rmtree(trial)
+        tried[form] = f"differs from the model: largest difference {diff:.3g}, labels {'equal' if same_labels else 'differ'}"
+    raise ImportFailed(f"no served form reproduces the model ({'; '.join(f'{k}: {v}' for k, v in tried.items())})")
+
+
+def import_production(*, alias: str | None = None, form: str = "auto",
+                      settings: Settings | None = None) -> ImportResult:
     """Import the production version into the BentoML store, once; return its tag."""
     import bentoml
     import mlflow
@@ -174,16 +245,16 @@ def import_production(*, alias: str | None = None, settings: Settings | None = N
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         work = Path(tmp)
         download_version(production, work)
-        schema = check_and_convert(production, work)
+        schema, check = check_and_convert(production, work, form=form)
         run = client.get_run(production.run_id)
-        labels, metadata = describe(production, run=run, schema=schema, alias=alias,
+        labels, metadata = describe(production, run=run, schema=schema, check=check, alias=alias,
                                     settings=settings, directory=work)
         save_atomically(tag, source=work, labels=labels, metadata=metadata, store_root=store_root)
-    return ImportResult(tag=tag, created=True, seconds=time.perf_counter() - started)
+    return ImportResult(tag=tag, created=True, seconds=time.perf_counter() - started, form=check.form)
 
 
-def describe(production: ProductionVersion, *, run, schema: dict, alias: str, settings: Settings,
-             directory: Path) -> tuple[dict[str, str], dict]:
+def describe(production: ProductionVersion, *, run, schema: TableSchema, check: FormCheck, alias: str,
+             settings: Settings, directory: Path) -> tuple[dict[str, str], dict]:
     """Labels (strings, for filtering) and metadata (lineage, metrics, names, hashes)."""
     files = sorted(p for p in directory.rglob("*") if p.is_file())
     hashes = {str(p.relative_to(directory)): sha256_of(p) for p in files}
@@ -195,6 +266,7 @@ def describe(production: ProductionVersion, *, run, schema: dict, alias: str, se
         "resolved_by": production.resolved_by.replace(" ", "-").lstrip("@"),
         "run_id": production.run_id,
         "dataset": dataset,
+        "served_form": check.form,
     }
     metadata = {
         "registered_model": production.name,
@@ -204,8 +276,11 @@ def describe(production: ProductionVersion, *, run, schema: dict, alias: str, se
         "dataset": dataset,
         "metrics": {m: run.data.metrics[m] for m in METRICS if m in run.data.metrics},
         "params": dict(run.data.params),
-        "feature_names": schema["feature_names"],
-        "class_names": schema["class_names"],
+        "feature_names": schema.feature_names,
+        "class_names": list(schema.class_names),
+        "schema": schema.to_dict(),
+        "served_form": check.form,
+        "form_check": check.to_dict(),
         "sha256": hashes,
         "tracking_uri": settings.tracking_uri if settings.is_remote else "local",
         "run_url": (f"{settings.tracking_uri.rstrip('/')}/#/experiments/"
@@ -259,6 +334,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alias", default=None, help="registry alias to import (default: production)")
+    parser.add_argument("--form", choices=("auto", *FORMS), default="auto",
+                        help="served form: auto (the fastest that verifies, default) or one to insist on")
     return parser.parse_args(argv)
 
 
@@ -267,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_cli_logging()
     try:
-        result = import_production(alias=args.alias)
+        result = import_production(alias=args.alias, form=args.form)
     except (ImportFailed, TrackingUnavailable) as error:
         logger.error("error: %s", one_line(error))
         return 1
@@ -275,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("error: import failed: %s", one_line(error))
         return 1
     verb = "imported" if result.created else "already imported"
-    logger.info("%s %s (%.1f s)", verb, result.tag, result.seconds)
+    form = f", served form {result.form}" if result.form else ""
+    logger.info("%s %s (%.1f s%s)", verb, result.tag, result.seconds, form)
     return 0
 
 

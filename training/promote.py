@@ -3,7 +3,8 @@
     python -m training.promote [--metric f1] [--dataset iris] [--min-score X] [--force]
 
 The rule: among the versions trained on one dataset (default: that of the newest version),
-the highest value of the metric wins; ties go to the earliest version. If the version that
+and on the same data (the same sha256: scores on different test sets do not compare), the
+highest value of the metric wins, whatever the model family; ties go to the earliest version. If the version that
 holds the alias already scores at least as well it stays, unless --force. A best score below
 --min-score is refused (exit 2) and nothing changes.
 """
@@ -17,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from training.config import DATASETS, METRICS, Settings, get_settings
+from training.config import METRICS, Settings, get_settings
 from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,14 @@ def list_candidates(client, *, name: str, metric: str, dataset: str | None) -> l
     versions = sorted(versions, key=lambda v: int(v.version))
     if dataset is None:
         dataset = versions[-1].tags.get("dataset")
+    on_dataset = [v for v in versions if v.tags.get("dataset") == dataset]
+    if not on_dataset:
+        raise PromotionError(f"no version of {name} was trained on {dataset}")
+    # The newest version's data decides: versions of an older copy of the table are left out.
+    data_sha256 = on_dataset[-1].tags.get("data_sha256")
     candidates = []
-    for version in versions:
-        if version.tags.get("dataset") != dataset or not version.run_id:
+    for version in on_dataset:
+        if version.tags.get("data_sha256") != data_sha256 or not version.run_id:
             continue
         run_metrics = client.get_run(version.run_id).data.metrics
         if metric in run_metrics:
@@ -179,7 +185,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.promote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metric", choices=METRICS, default="f1")
-    parser.add_argument("--dataset", choices=DATASETS, default=None,
+    parser.add_argument("--dataset", default=None, metavar="NAME",
                         help="compare versions trained on this dataset (default: the newest's)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="refuse (exit 2) if the best version scores below this")

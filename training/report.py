@@ -40,37 +40,41 @@ def latest_sweep(client, *, experiment_id: str):
 
 
 def sweep_children(client, *, experiment_id: str, parent_id: str) -> list:
-    """The sweep's child runs, ordered by penalty then C."""
+    """The sweep's child runs, in the order they ran."""
     children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    return sorted(children, key=lambda r: (r.data.params["penalty"], float(r.data.params["C"])))
+    return sorted(children, key=lambda r: r.info.start_time)
 
 
 def draw_report(children: list, confusion_pngs: list[Path], *, metric: str, title: str) -> Figure:
-    """Metric-vs-C lines per penalty on top, every run's confusion matrix below."""
+    """Each metric per run on top (one colour per model family), every run's confusion matrix below."""
     columns = 3
     matrix_rows = math.ceil(len(children) / columns)
     fig = plt.figure(figsize=(4 * columns, 3.6 + 3.4 * matrix_rows))
     grid = fig.add_gridspec(1 + matrix_rows, columns, height_ratios=[1.1] + [1] * matrix_rows)
     for column, name in enumerate((metric, *[m for m in METRICS if m != metric][:columns - 1])):
         ax = fig.add_subplot(grid[0, column])
-        for penalty in sorted({r.data.params["penalty"] for r in children}):
-            points = [(float(r.data.params["C"]), r.data.metrics[name]) for r in children
-                      if r.data.params["penalty"] == penalty]
-            ax.plot(*zip(*points), marker="o", label=penalty)
-        ax.set_xscale("log")
-        ax.set_xlabel("C")
+        families = list(dict.fromkeys(r.data.params.get("model", "?") for r in children))
+        ax.barh(range(len(children)), [r.data.metrics[name] for r in children],
+                color=[f"C{families.index(r.data.params.get('model', '?'))}" for r in children])
+        ax.set_yticks(range(len(children)), [_short_name(r) for r in children], fontsize=6)
+        ax.invert_yaxis()
         ax.set_title(name)
-        ax.grid(alpha=0.3)
-        ax.legend(title="penalty", fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
     for index, (run, png) in enumerate(zip(children, confusion_pngs)):
         ax = fig.add_subplot(grid[1 + index // columns, index % columns])
         ax.imshow(mpimg.imread(png))
         ax.axis("off")
-        ax.set_title(f"C={float(run.data.params['C']):g} {run.data.params['penalty']}  "
-                     f"{metric}={run.data.metrics[metric]:.4f}", fontsize=9)
+        ax.set_title(f"{_short_name(run)}  {metric}={run.data.metrics[metric]:.4f}", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _short_name(run) -> str:
+    """The run's name without its dataset prefix: `random_forest-n_estimators100-max_depth8`."""
+    name = run.info.run_name or run.info.run_id
+    dataset = run.data.params.get("dataset_name", "")
+    return name.removeprefix(f"{dataset}-") if dataset else name
 
 
 def write_report(*, output: Path, metric: str = "f1", settings: Settings | None = None) -> Path:

@@ -1,8 +1,6 @@
-"""Fit one LogisticRegression pipeline and describe how well it does."""
+"""Fit one pipeline of a sweep and describe how well it does."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import matplotlib
 
@@ -11,7 +9,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     classification_report,
@@ -19,47 +16,19 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from training.data import Split
+from training.data import Dataset, Split
+from training.models import GridPoint, build_pipeline
 
-PENALTIES = ("l1", "l2")
-# saga is the one solver that does both l1 and l2 for multinomial problems.
-SOLVER = "saga"
-MAX_ITER = 5000
 PSI_BINS = 10
 
 
-@dataclass(frozen=True)
-class HyperParams:
-    """One point of the grid."""
-
-    C: float
-    penalty: str
-
-
-def build_pipeline(params: HyperParams, *, random_state: int) -> Pipeline:
-    """A scaler + LogisticRegression pipeline, so the model alone predicts from raw features."""
-    if params.penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of {PENALTIES}, not {params.penalty!r}")
-    # sklearn 1.8 deprecated penalty=...; l1_ratio 1/0 asks for pure l1/l2.
-    classifier = LogisticRegression(
-        C=params.C,
-        l1_ratio=1.0 if params.penalty == "l1" else 0.0,
-        solver=SOLVER,
-        max_iter=MAX_ITER,
-        random_state=random_state,
-    )
-    return Pipeline([("scaler", StandardScaler()), ("classifier", classifier)])
-
-
-def fit_pipeline(
-    params: HyperParams, split: Split, *, feature_names: list[str], random_state: int
-) -> Pipeline:
-    """Fit on the training rows only: the scaler never sees a test row."""
+def fit_pipeline(point: GridPoint, split: Split, *, dataset: Dataset, random_state: int) -> Pipeline:
+    """Fit preprocessing and classifier on the training rows only: no test row is ever seen."""
+    pipeline = build_pipeline(point, numeric=dataset.numeric_features,
+                              categorical=dataset.categorical_features, random_state=random_state)
     # Named columns: MLflow's pyfunc hands the model a DataFrame with these names.
-    X_train = pd.DataFrame(split.X_train, columns=feature_names)
-    return build_pipeline(params, random_state=random_state).fit(X_train, split.y_train)
+    return pipeline.fit(split.X_train, split.y_train)
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -105,27 +74,32 @@ def plot_confusion_matrix(
     return fig
 
 
-def plot_metric_grid(results: list[tuple[HyperParams, dict[str, float]]], *, metric: str) -> Figure:
-    """The metric against C, one line per penalty, for comparing a sweep at a glance."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for penalty in sorted({p.penalty for p, _ in results}):
-        points = sorted((p.C, m[metric]) for p, m in results if p.penalty == penalty)
-        ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=penalty)
-    ax.set_xscale("log")
-    ax.set_xlabel("C (inverse regularisation)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} across the grid")
-    ax.legend(title="penalty")
-    ax.grid(alpha=0.3)
+def plot_metric_grid(results: list[tuple[GridPoint, dict[str, float]]], *, metric: str) -> Figure:
+    """One bar per run, coloured by model family, for comparing a sweep at a glance."""
+    families = list(dict.fromkeys(point.model for point, _ in results))
+    colours = {family: f"C{i}" for i, family in enumerate(families)}
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(results) + 1.5))
+    labels = [" ".join(point.describe().split(" ")[1:]) or point.model for point, _ in results]
+    ax.barh(range(len(results)), [m[metric] for _, m in results],
+            color=[colours[point.model] for point, _ in results])
+    ax.set_yticks(range(len(results)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric)
+    ax.set_title(f"{metric} across the sweep")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[f]) for f in families],
+              labels=families, fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
 
 
-def describe_features(X_train: np.ndarray, feature_names: list[str]) -> dict:
-    """Training-set statistics per feature, kept with the model to spot drift at serving time."""
+def describe_features(X_train: pd.DataFrame, numeric_features: list[str]) -> dict:
+    """Training-set statistics per numeric feature, kept with the model to spot drift at serving time."""
     quantiles = np.linspace(0, 1, PSI_BINS + 1)[1:-1]
     features = []
-    for column, name in zip(X_train.T, feature_names, strict=True):
+    for name in numeric_features:
+        column = X_train[name].to_numpy(dtype=np.float64)
+        column = column[~np.isnan(column)]  # missing values are imputed, not part of the range
         edges = np.unique(np.quantile(column, quantiles))
         counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
         features.append(
@@ -139,4 +113,4 @@ def describe_features(X_train: np.ndarray, feature_names: list[str]) -> dict:
                 "expected_fractions": (counts / counts.sum()).tolist(),
             }
         )
-    return {"n_rows": int(X_train.shape[0]), "features": features}
+    return {"n_rows": int(len(X_train)), "features": features}

@@ -15,7 +15,8 @@ from tests.container.conftest import ComposeStack, Engine, wait_for_container
 from tests.servers import forget_mlflow_uris
 from training.config import get_settings
 from training.data import load_dataset, split_dataset
-from training.experiments import make_grid, run_experiments
+from tests.conftest import lr_grid
+from training.experiments import run_experiments
 from training.promote import promote_best
 
 pytestmark = pytest.mark.container
@@ -79,7 +80,7 @@ def test_containerized_service_serves_the_imported_production_model(engine, comp
     # The answers are the registry's production pipeline's, label for label.
     split = split_dataset(dataset, test_size=0.2, random_state=42)
     response = httpx.post(f"{service_container.url}/predict",
-                          json={"features": split.X_test.tolist()}, timeout=30)
+                          json={"features": split.X_test.to_numpy().tolist()}, timeout=30)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["model"]["name"] == MODEL_NAME and str(answer["model"]["version"]) == trained.version
@@ -89,7 +90,7 @@ def test_containerized_service_serves_the_imported_production_model(engine, comp
         pipeline = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}@production")
     finally:
         forget_mlflow_uris()
-    frame = pd.DataFrame(split.X_test, columns=dataset.feature_names)
+    frame = split.X_test
     expected = pipeline.predict(frame)
     predictions = answer["predictions"]
     assert [p["class_index"] for p in predictions] == expected.tolist()
@@ -140,7 +141,7 @@ def test_postgres_override_needs_a_password_and_keeps_the_registry_in_postgresql
         monkeypatch.setenv("MLFLOW_REGISTRY_URI", url)
         get_settings.cache_clear()
         try:
-            results = run_experiments(dataset_name="iris", grid=make_grid([1.0], ["l2"]))
+            results = run_experiments(dataset_name="iris", grid=lr_grid([1.0], ["l2"]))
             promoted = promote_best()
         finally:
             forget_mlflow_uris()

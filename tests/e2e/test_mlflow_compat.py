@@ -40,7 +40,7 @@ def mlflow_serve(served, tmp_path_factory):
 
 def _bodies() -> dict[str, dict]:
     dataset = load_dataset("iris")
-    rows = split_dataset(dataset, test_size=0.2, random_state=42).X_test.tolist()
+    rows = split_dataset(dataset, test_size=0.2, random_state=42).X_test.to_numpy().tolist()
     columns = dataset.feature_names
     return {
         "dataframe_split": {"dataframe_split": {"columns": columns, "data": rows}},

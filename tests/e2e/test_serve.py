@@ -45,12 +45,12 @@ def test_health_reports_the_promoted_version(served, production):
 def test_predict_matches_the_registered_model_on_the_test_split(served, production):
     dataset = load_dataset("iris")
     split = split_dataset(dataset, test_size=0.2, random_state=42)
-    frame = pd.DataFrame(split.X_test, columns=dataset.feature_names)
+    frame = split.X_test
     uri = "models:/ClassificationModel@production"
     expected_labels = np.asarray(mlflow.pyfunc.load_model(uri).predict(frame))
     expected_proba = mlflow.sklearn.load_model(uri).predict_proba(frame)
 
-    response = httpx.post(f"{served.url}/predict", json={"features": split.X_test.tolist()})
+    response = httpx.post(f"{served.url}/predict", json={"features": split.X_test.to_numpy().tolist()})
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == {"name": "ClassificationModel", "version": str(production.version)}

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 
 from training.config import METRICS, get_settings
 from training.experiments import main as experiments_main
-from training.experiments import make_grid, run_experiments
+from training.experiments import run_experiments
+from training.models import make_grid
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"C", "penalty", "solver", "dataset_name", "test_size", "random_state", "n_train", "n_test"}
+PARAMS = {"model", "C", "penalty", "solver", "dataset_name", "data_sha256", "n_rows", "n_columns",
+          "test_size", "random_state", "n_train", "n_test"}
 RUN_ARTIFACTS = {"confusion_matrix.png", "classification_report.txt", "classification_report.json",
-                 "schema.json", "feature_stats.json", "scaler/scaler.skops"}
+                 "schema.json", "feature_stats.json", "scaler/scaler.skops", "evaluation/rows.json"}
+CHURN = Path(__file__).resolve().parents[2] / "data" / "churn.csv"
 
 
 def _artifact_paths(client, run_id, path=None):
@@ -71,24 +76,83 @@ def test_registered_model_predicts_from_raw_features(trained_template, monkeypat
     version = client.get_model_version(settings.registered_model_name, "6")
     dataset = load_dataset("iris")
     split = split_dataset(dataset, test_size=0.2, random_state=42)
-    frame = pd.DataFrame(split.X_test, columns=dataset.feature_names)
+    frame = split.X_test
     model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/6")
     labels = np.asarray(model.predict(frame))
     scaler_file = mlflow.artifacts.download_artifacts(run_id=version.run_id,
                                                       artifact_path="scaler/scaler.skops")
-    scaler = skops.io.load(scaler_file)
+    scaler = skops.io.load(scaler_file, trusted=skops.io.get_untrusted_types(file=scaler_file))
     classifier = mlflow.sklearn.load_model(f"models:/{settings.registered_model_name}/6")[-1]
-    np.testing.assert_array_equal(labels, classifier.predict(scaler.transform(split.X_test)))
+    np.testing.assert_array_equal(labels, classifier.predict(scaler.transform(frame)))
     # Skipping the scaler would give different answers: the test above can fail.
-    assert not np.array_equal(classifier.predict(split.X_test), labels)
+    assert not np.array_equal(classifier.predict(frame.to_numpy()), labels)
 
 
 def test_same_command_twice_gives_identical_metrics(mlflow_store):
-    grid = make_grid([0.5], ["l1", "l2"])
+    grid = make_grid(["logistic_regression", "random_forest", "hist_gradient_boosting"],
+                     {"C": (0.5,), "n_estimators": (100,), "max_depth": (None,), "learning_rate": (0.1,),
+                      "max_leaf_nodes": (15,)})
+    assert len(grid) == 4
     first = run_experiments(dataset_name="wine", grid=grid)
     second = run_experiments(dataset_name="wine", grid=grid)
     assert [r.metrics for r in first] == [r.metrics for r in second]
-    assert [r.version for r in second] == ["3", "4"]
+    assert [r.version for r in second] == ["5", "6", "7", "8"]
+
+
+def test_a_sweep_of_three_families_on_a_csv_with_missing_values_and_text(mlflow_store, capsys):
+    code = experiments_main(["--data", str(CHURN), "--target", "churned", "--drop", "customer_id",
+                             "--model", "logistic_regression", "random_forest", "hist_gradient_boosting",
+                             "--param", "C=1", "--param", "n_estimators=100", "--param", "learning_rate=0.1"])
+    assert code == 0
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions(f"name = '{mlflow_store.registered_model_name}'")
+    # Each family's default grid, with the overridden parameter fixed: 2 + 2 + 2 points.
+    assert sorted(v.tags["model"] for v in versions) == sorted(
+        ["logistic_regression"] * 2 + ["random_forest"] * 2 + ["hist_gradient_boosting"] * 2)
+    import hashlib
+
+    digest = hashlib.sha256(CHURN.read_bytes()).hexdigest()
+    for version in versions:
+        assert version.tags["dataset"] == "churn" and version.tags["data_sha256"] == digest
+        run = client.get_run(version.run_id)
+        assert run.data.params["model"] == version.tags["model"]
+        assert run.data.params["n_rows"] == "400" and run.data.params["n_columns"] == "5"
+        assert {"random_state", "data_sha256"} <= set(run.data.params)
+    schema = mlflow.artifacts.load_dict(f"runs:/{versions[0].run_id}/schema.json")
+    types = {f["name"]: f["type"] for f in schema["features"]}
+    assert types == {"tenure_months": "number", "monthly_charges": "number", "support_calls": "number",
+                     "contract": "category", "payment_method": "category"}
+    rows = mlflow.artifacts.load_dict(f"runs:/{versions[0].run_id}/evaluation/rows.json")
+    assert len(rows["data"]) == 80 and any(None in row for row in rows["data"])
+
+
+BAD_TABLES = {
+    "missing file": (None, "churned", "not found"),
+    "empty": ("", "churned", "empty"),
+    "no target": ("a,b\n1,2\n3,4\n", "churned", "churned"),
+    "one class": ("a,y\n" + "1,x\n" * 20, "y", "one class"),
+    "too few rows in a class": ("a,y\n" + "1,x\n" * 20 + "2,z\n", "y", "'z'"),
+    "duplicate columns": ("a,a,y\n" + "1,2,x\n3,4,z\n" * 10, "y", "duplicate"),
+    "all-empty column": ("a,b,y\n" + "1,,x\n3,,z\n" * 10, "y", "'b'"),
+    "no features left": ("a,y\n" + "1,x\n3,z\n" * 10, "y", "no feature"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_a_bad_table_is_one_line_exit_1_and_nothing_is_logged(mlflow_store, tmp_path, capsys, case):
+    content, target, fragment = BAD_TABLES[case]
+    path = tmp_path / "table.csv"
+    if content is not None:
+        path.write_text(content)
+    drop = ["--drop", "a"] if case == "no features left" else []
+    code = experiments_main(["--data", str(path), "--target", target, *drop])
+    output = capsys.readouterr()
+    lines = [line for line in (output.out + output.err).splitlines() if line.strip()]
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0].lower(), lines
+    client = mlflow.MlflowClient()
+    assert client.search_registered_models() == []
+    assert mlflow.get_experiment_by_name(mlflow_store.experiment_name) is None
 
 
 def test_registered_name_comes_from_the_environment(mlflow_store, monkeypatch):

@@ -218,6 +218,6 @@ def test_chain_over_http_on_postgres_matches_sqlite(trained_store, tracking_serv
     model = bentoml.models.get(tag)
     assert model.info.labels["registered_version"] == expected.version
     assert model.info.metadata["tracking_uri"] == tracking_server.url
-    promoted_grid_point = next((r.params.C, r.params.penalty) for r in results
+    promoted_grid_point = next((r.params.params["C"], r.params.params["penalty"]) for r in results
                                if r.version == expected.version)
     assert model.info.metadata["metrics"] == expected_metrics[promoted_grid_point]

@@ -10,7 +10,8 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from training.experiments import make_grid, run_experiments
+from tests.conftest import lr_grid
+from training.experiments import run_experiments
 from training.promote import main as promote_main
 from training.promote import promote_best
 
@@ -59,9 +60,9 @@ def test_promote_on_another_metric_and_force_archives_previous(trained_store):
 
 def test_later_worse_version_does_not_demote_production(mlflow_store):
     name = mlflow_store.registered_model_name
-    run_experiments(dataset_name="iris", grid=make_grid([10.0], ["l2"]))
+    run_experiments(dataset_name="iris", grid=lr_grid([10.0], ["l2"]))
     assert promote_best().version == "1"
-    worse = run_experiments(dataset_name="iris", grid=make_grid([0.01], ["l2"]))
+    worse = run_experiments(dataset_name="iris", grid=lr_grid([0.01], ["l2"]))
     assert worse[0].metrics["f1"] < 1.0
     result = promote_best()
     assert not result.promoted and result.version == "1"

@@ -6,7 +6,8 @@ import mlflow
 import pytest
 from PIL import Image
 
-from training.experiments import make_grid, run_experiments
+from tests.conftest import lr_grid
+from training.experiments import run_experiments
 from training.report import REPORT_ARTIFACT
 from training.report import main as report_main
 
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_report_is_written_and_logged_on_the_latest_sweep(mlflow_store, tmp_path):
-    run_experiments(dataset_name="iris", grid=make_grid([1.0], ["l2"]))
-    latest = run_experiments(dataset_name="wine", grid=make_grid([0.1, 1.0], ["l1", "l2"]))
+    run_experiments(dataset_name="iris", grid=lr_grid([1.0], ["l2"]))
+    latest = run_experiments(dataset_name="wine", grid=lr_grid([0.1, 1.0], ["l1", "l2"]))
     output = tmp_path / "out" / REPORT_ARTIFACT
     assert report_main(["--output", str(output)]) == 0
     width, height = Image.open(output).size

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from serving.app import PredictionApp
+from serving.forms.encoder import Encoder
+from serving.forms.linear import LinearPredictor
 from serving.model import load_model
-from serving.predictor import LinearPredictor
-from tests.unit.conftest import save_model_folder
+from serving.schema import CATEGORY, NUMBER, Feature, TableSchema
+from tests.unit.conftest import linear_predictor, numeric_schema, save_model_folder
 
 pytestmark = pytest.mark.unit
 
@@ -26,9 +28,9 @@ def _call(app: PredictionApp, method: str, path: str, **kwargs) -> httpx.Respons
 
 @pytest.fixture
 def loaded(tmp_path):
-    predictor = LinearPredictor(mean=np.zeros(2), scale=np.ones(2),
-                                coef=np.array([[1.0, -1.0]]), intercept=np.zeros(1))
-    metadata = save_model_folder(tmp_path, predictor, class_names=["no", "yes"], version="7")
+    predictor = linear_predictor([[1.0, -1.0]])
+    metadata = save_model_folder(tmp_path, predictor, schema=numeric_schema(["x", "y"], ["no", "yes"]),
+                                 version="7")
     return load_model(tmp_path, metadata, tag="m:v7")
 
 
@@ -54,7 +56,7 @@ def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
     app = PredictionApp()
     app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
 
-    def broken(X):
+    def broken(table):
         raise RuntimeError("boom")
 
     # A stand-in for a bug of ours: the (frozen) predictor gets a method that raises.
@@ -63,3 +65,46 @@ def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
     assert response.status_code == 500
     assert "internal error" in response.json()["error"]
     assert _call(app, "GET", "/health").status_code == 200
+
+
+def test_records_give_the_same_answer_as_rows(loaded):
+    app = PredictionApp()
+    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
+    rows = _call(app, "POST", "/predict", json={"features": [[3.0, 1.0], [0.0, 2.0]]})
+    records = _call(app, "POST", "/predict", json={"records": [{"y": 1.0, "x": 3.0}, {"x": 0.0, "y": 2.0}]})
+    assert records.status_code == 200 and records.json() == rows.json()
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """A binary model of a number and a colour: score = x + 2 [red] - 2 [blue]."""
+    encoder = Encoder(fill=np.zeros(1), mean=np.zeros(1), scale=np.ones(1),
+                      categories=[["blue", "red"]], missing="missing_value")
+    predictor = LinearPredictor(encoder=encoder, coef=np.array([[1.0, -2.0, 2.0]]), intercept=np.zeros(1))
+    schema = TableSchema(features=(Feature("x", NUMBER), Feature("colour", CATEGORY, ("blue", "red"))),
+                         class_names=("no", "yes"))
+    metadata = save_model_folder(tmp_path, predictor, schema=schema, version="3")
+    app = PredictionApp()
+    app.bind(load_model(tmp_path, metadata, tag="m:v3"), max_rows=10, max_body_bytes=10_000,
+             request_timeout=5, api_key=None)
+    return app
+
+
+def test_a_model_with_text_columns_answers_records(mixed):
+    records = [{"x": 0.0, "colour": "red"}, {"x": 0.5, "colour": "blue"},
+               {"x": 1.0, "colour": "green"}, {"x": -1.0, "colour": None}, {"x": None, "colour": "red"}]
+    response = _call(mixed, "POST", "/predict", json={"records": records})
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == ["yes", "no", "yes", "no", "yes"]
+    assert response.json()["predictions"][2]["probabilities"]["yes"] == pytest.approx(1 / (1 + np.exp(-1.0)))
+    invocations = _call(mixed, "POST", "/invocations", json={"dataframe_records": records})
+    assert invocations.status_code == 200 and invocations.json() == {"predictions": [1, 0, 1, 0, 1]}
+
+
+def test_a_model_with_text_columns_refuses_rows_and_wrong_types(mixed):
+    rows = _call(mixed, "POST", "/predict", json={"features": [[1.0, 2.0]]})
+    assert rows.status_code == 422 and "records" in rows.json()["error"]
+    wrong = _call(mixed, "POST", "/predict", json={"records": [{"x": 1.0, "colour": 3}]})
+    assert wrong.status_code == 422 and "row 0, column 'colour'" in wrong.json()["error"]
+    mlflow = _call(mixed, "POST", "/invocations", json={"inputs": {"x": ["a"], "colour": ["red"]}})
+    assert mlflow.status_code == 422 and mlflow.json()["error_code"] == "INVALID_PARAMETER_VALUE"

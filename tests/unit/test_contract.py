@@ -14,8 +14,11 @@ from serving.contract import (
     format_predictions,
     parse_features,
     parse_features_strictly,
+    parse_mlflow_request,
+    parse_predict_request,
     read_plain_features,
 )
+from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
 
 pytestmark = pytest.mark.unit
 
@@ -102,6 +105,201 @@ def test_plain_bodies_take_the_fast_path(document, separators):
     body = json.dumps(document, separators=separators).encode()
     assert read_plain_features(body, n_features=2) is not None
     assert read_plain_features(body.replace(b"1", b"true", 1), n_features=2) is None
+
+
+# /predict against the schema: rows of numbers for all-numeric models, records for any model
+
+NUMERIC = TableSchema(features=(Feature("x", NUMBER), Feature("y", NUMBER)), class_names=("a", "b"))
+# Columns interleaved on purpose: the Table keeps numbers and text apart, each in schema order.
+MIXED = TableSchema(features=(Feature("age", NUMBER), Feature("colour", CATEGORY, ("blue", "red")),
+                              Feature("income", NUMBER), Feature("plan", CATEGORY, ("basic", "pro"))),
+                    class_names=("no", "yes"))
+
+
+def predict(document: object, schema: TableSchema = MIXED, max_rows: int = 3) -> Table:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return parse_predict_request(body, schema=schema, max_rows=max_rows)
+
+
+def same_table(got: Table, expected: Table) -> None:
+    assert got.numeric.dtype == np.float64 and got.categorical.dtype == object
+    np.testing.assert_array_equal(got.numeric, expected.numeric)  # NaN equals NaN here
+    assert got.categorical.tolist() == expected.categorical.tolist()  # None stays None
+
+
+GOOD = {"age": 40, "colour": "red", "income": 1.5e4, "plan": "pro"}
+RECORDS = [GOOD, {"age": None, "colour": None, "income": -2.5, "plan": "unseen plan"},
+           {"plan": "basic", "income": None, "colour": "", "age": 1e-3}]
+EXPECTED = Table(numeric=np.array([[40.0, 1.5e4], [np.nan, -2.5], [1e-3, np.nan]]),
+                 categorical=np.array([["red", "pro"], [None, "unseen plan"], ["", "basic"]], dtype=object))
+
+
+def test_records_become_a_table_with_nan_and_none_for_null():
+    table = predict({"records": RECORDS})
+    same_table(table, EXPECTED)
+    assert len(table) == 3 and table.categorical[1, 0] is None
+
+
+def test_records_of_an_all_numeric_model_equal_its_rows():
+    rows = predict({"features": [[1, 2.5], [3, -4]]}, NUMERIC)
+    same_table(predict({"records": [{"x": 1, "y": 2.5}, {"y": -4, "x": 3}]}, NUMERIC), rows)
+    same_table(rows, Table.from_numbers(np.array([[1, 2.5], [3, -4.0]])))
+    assert rows.categorical.shape == (2, 0)
+    same_table(predict({"records": [{"x": None, "y": 1}]}, NUMERIC), Table.from_numbers(np.array([[np.nan, 1.0]])))
+
+
+def with_value(column: str, value: object, row: int = 1) -> dict:
+    records = [dict(GOOD), dict(GOOD)]
+    records[row][column] = value
+    return {"records": records}
+
+
+def without(column: str, row: int = 1) -> dict:
+    records = [dict(GOOD), dict(GOOD)]
+    del records[row][column]
+    return {"records": records}
+
+
+@pytest.mark.parametrize("document, status, words", [
+    (with_value("age", "40"), 422, "row 1, column 'age': \"40\" is not a number"),
+    (with_value("income", True, row=0), 422, "row 0, column 'income': true is not a number"),
+    (with_value("age", [1]), 422, "column 'age': [1] is not a number"),
+    (json.dumps(with_value("age", 1.5e100)).encode(), 422, "row 1 holds a value outside the accepted range"),
+    (b'{"records": [{"age": 1e400, "colour": null, "income": 1, "plan": null}]}', 422, "row 0 holds a value outside"),
+    (with_value("colour", 3), 422, "row 1, column 'colour': 3 is not text"),
+    (with_value("plan", False, row=0), 422, "row 0, column 'plan': false is not text"),
+    (with_value("colour", {"a": "red"}), 422, "column 'colour'"),
+    (without("plan"), 422, "row 1: column 'plan' is missing"),
+    (without("age", row=0), 422, "row 0: column 'age' is missing (send null"),
+    (with_value("colour2", "red"), 422, "row 1: unknown column 'colour2'"),
+    ({"records": [{**{k: v for k, v in GOOD.items() if k != "age"}, "Age": 1}]}, 422, "column 'age' is missing"),
+    ({"features": [[1, 2, 3, 4]]}, 422, "text columns"),
+    ({"features": [[1, 2, 3, 4]], "records": [GOOD]}, 400, "exactly one of 'features' or 'records'"),
+    ({"records": []}, 400, "'records' must be a non-empty list"),
+    ({"records": None}, 400, "'records' must be a non-empty list"),
+    ({"records": GOOD}, 400, "'records' must be a non-empty list"),
+    ({"records": [GOOD, [40, "red", 1, "pro"]]}, 400, "record 1 is not an object"),
+    ({"records": [GOOD] * 4}, 422, "4 rows is more than the limit of 3"),
+    ({"records": [GOOD], "extra": 1}, 400, "unknown key(s) 'extra'"),
+    ({}, 400, "exactly one of"),
+    (b'{"records": [{"age": NaN, "colour": null, "income": 1, "plan": null}]}', 400, "NaN is not a number"),
+    (b'{"records": [{"age": 1, "age": 2, "colour": null, "income": 1, "plan": null}]}', 400, "duplicate keys"),
+])
+def test_bad_records_raise_request_errors(document, status, words):
+    with pytest.raises(RequestError) as info:
+        predict(document)
+    assert info.value.status == status
+    assert words in info.value.message
+
+
+def test_the_first_bad_row_is_the_one_named():
+    records = [GOOD, {**GOOD, "colour": 1}, {**GOOD, "age": "x"}]
+    with pytest.raises(RequestError, match="row 1, column 'colour'"):
+        predict({"records": records})
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(json_bodies, number_soup))
+def test_predict_on_an_all_numeric_model_agrees_with_parse_features(body):
+    """The same rows as parse_features for every body it accepts, and a refusal for every one it refuses."""
+    try:
+        expected = parse_features(body, n_features=2, max_rows=3)
+    except RequestError as error:
+        with pytest.raises(RequestError) as info:
+            parse_predict_request(body, schema=NUMERIC, max_rows=3)
+        assert info.value.status == error.status
+        return
+    same_table(parse_predict_request(body, schema=NUMERIC, max_rows=3), Table.from_numbers(expected))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"records": [{"x": 1' + b"0" * 400 + b', "y": 1}]}',
+    b'{"dataframe_records": [{"x": 1' + b"0" * 400 + b', "y": 1}]}',
+])
+def test_an_integer_too_large_for_a_float_is_a_422_in_records(body):
+    parse = parse_mlflow_request if b"dataframe" in body else parse_predict_request
+    with pytest.raises(RequestError) as info:
+        parse(body, schema=NUMERIC, max_rows=3)
+    assert info.value.status == 422 and "64-bit float" in info.value.message
+
+
+# JSON values of every kind, integers within float64's range (larger ones: see the 422 test above).
+record_values = st.one_of(st.none(), st.booleans(), st.text(max_size=3),
+                          st.integers(min_value=-(2**1000), max_value=2**1000),
+                          st.floats(allow_nan=False, allow_infinity=False),
+                          st.lists(st.integers(), max_size=2),
+                          st.dictionaries(st.text(max_size=2), st.none(), max_size=1))
+record_keys = st.sampled_from(["age", "colour", "income", "plan", "other"])
+records_documents = st.one_of(
+    st.fixed_dictionaries({"records": st.lists(st.dictionaries(record_keys, record_values), max_size=4)}),
+    st.fixed_dictionaries({"records": st.lists(st.fixed_dictionaries(
+        {"age": record_values, "colour": record_values, "income": record_values, "plan": record_values}),
+        min_size=1, max_size=4)}),
+    st.fixed_dictionaries({"records": record_values}),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=records_documents)
+def test_any_records_body_is_a_table_or_a_request_error(document):
+    try:
+        table = predict(document)
+    except RequestError as error:
+        assert error.status in (400, 422) and error.message
+        return
+    records = document["records"]
+    assert len(table) == len(records) and table.numeric.shape == (len(records), 2)
+    for i, record in enumerate(records):
+        for j, name in enumerate(MIXED.numeric):
+            value = record[name]
+            if value is None:
+                assert np.isnan(table.numeric[i, j])
+            else:
+                assert type(value) in (int, float) and table.numeric[i, j] == float(value)
+        assert table.categorical[i].tolist() == [record[name] for name in MIXED.categorical]
+
+
+# /invocations: MLflow's four input formats carry the same rows as records
+
+COLUMNS = ["age", "colour", "income", "plan"]
+
+
+def mlflow(document: dict, max_rows: int = 3) -> Table:
+    return parse_mlflow_request(json.dumps(document).encode(), schema=MIXED, max_rows=max_rows)
+
+
+@pytest.mark.parametrize("document", [
+    {"dataframe_split": {"columns": COLUMNS, "data": [[r[c] for c in COLUMNS] for r in RECORDS]}},
+    {"dataframe_split": {"columns": COLUMNS[::-1], "data": [[r[c] for c in COLUMNS[::-1]] for r in RECORDS]}},
+    {"dataframe_split": {"data": [[r[c] for c in COLUMNS] for r in RECORDS]}},
+    {"dataframe_records": RECORDS},
+    {"instances": RECORDS},
+    {"instances": {c: [r[c] for r in RECORDS] for c in COLUMNS}},
+    {"inputs": {c: [r[c] for r in RECORDS] for c in COLUMNS}},
+    {"inputs": RECORDS, "params": {}},
+    {"inputs": [[r[c] for c in COLUMNS] for r in RECORDS]},
+])
+def test_mlflow_formats_give_the_same_table_as_records(document):
+    same_table(mlflow(document), predict({"records": RECORDS}))
+
+
+@pytest.mark.parametrize("document, status, words", [
+    ({"dataframe_split": {"columns": COLUMNS, "data": [[1, "red", "2", "pro"]]}}, 422, "row 0, column 'income'"),
+    ({"dataframe_records": [GOOD, {**GOOD, "plan": 7}]}, 422, "row 1, column 'plan': 7 is not text"),
+    ({"inputs": {"age": [1], "colour": ["red"], "income": [2]}}, 422, "column 'plan' is missing"),
+    ({"instances": [{**GOOD, "extra": 1}]}, 422, "unknown column 'extra'"),
+    ({"inputs": [[1, "red", 2]]}, 422, "row 0 has 3 values; the model takes 4 features"),
+    ({"inputs": {"age": [1, 2], "colour": ["red"], "income": [1, 2], "plan": ["a", "b"]}}, 400, "same length"),
+    ({"dataframe_records": []}, 400, "no rows"),
+    ({"dataframe_records": [GOOD] * 4}, 422, "limit of 3"),
+    ({"dataframe_records": [GOOD], "inputs": [GOOD]}, 400, "exactly one of"),
+    ({"records": [GOOD]}, 400, "exactly one of"),
+])
+def test_bad_mlflow_bodies_raise_request_errors(document, status, words):
+    with pytest.raises(RequestError) as info:
+        mlflow(document)
+    assert info.value.status == status
+    assert words in info.value.message
 
 
 def reference_answer(probabilities, predicted, *, class_names, model) -> dict:

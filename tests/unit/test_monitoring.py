@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from serving.monitoring import DriftWindow, FeatureStats, population_stability
@@ -23,7 +24,7 @@ def test_psi_is_zero_for_the_expected_distribution_and_grows_with_shift():
 
 def _stats(rows: int = 1000) -> tuple[FeatureStats, np.ndarray]:
     X = np.random.default_rng(0).normal(size=(rows, 2))
-    return FeatureStats.from_dict(describe_features(X, ["a", "b"])), X
+    return FeatureStats.from_dict(describe_features(pd.DataFrame(X, columns=["a", "b"]), ["a", "b"])), X
 
 
 def test_window_of_training_like_rows_has_small_psi():

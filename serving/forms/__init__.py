@@ -1,0 +1,54 @@
+"""The forms a model can be served in: one protocol, one small module per form.
+
+The importer converts the registered pipeline into the fastest form that reproduces its
+`predict_proba` (see `training/importer.py`); the service loads whichever form was chosen
+and does not care which it is.
+
+    linear    numpy maths of the preprocessing and a LogisticRegression   ~10 us a row
+    onnx      the classifier converted by skl2onnx, run by onnxruntime     ~10 us a row
+    compiled  tree ensembles compiled to C by treelite + tl2cgen          ~50-250 us a row
+    sklearn   the registered pipeline itself: exact for any model, slowest
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from serving.schema import Table, TableSchema
+
+# Fastest first: the importer takes the first form that converts and verifies.
+FORMS = ("linear", "onnx", "compiled", "sklearn")
+
+
+class Unsupported(TypeError):
+    """This form cannot express the pipeline; the message says why."""
+
+
+class Predictor(Protocol):
+    """Class probabilities for a table of raw rows, like the pipeline's predict_proba."""
+
+    form: str
+
+    def predict_proba(self, table: Table) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+
+def _module(form: str):
+    if form not in FORMS:
+        raise ValueError(f"unknown served form {form!r}; choose one of {', '.join(FORMS)}")
+    return import_module(f"serving.forms.{form}")
+
+
+def convert(form: str, pipeline, schema: TableSchema) -> Predictor:
+    """The pipeline in the given form; raises Unsupported when the form cannot express it."""
+    return _module(form).from_pipeline(pipeline, schema)
+
+
+def load_predictor(form: str, directory: Path, schema: TableSchema) -> Predictor:
+    """Read a predictor that `save` wrote into directory."""
+    return _module(form).load(directory, schema)

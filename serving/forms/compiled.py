@@ -1,0 +1,94 @@
+"""Tree ensembles compiled to C: treelite reads the model, tl2cgen compiles it with gcc.
+
+Thresholds and leaf values stay float64, so the answers equal sklearn's to rounding; this is
+the form for HistGradientBoosting, which skl2onnx 1.20 cannot convert. The import needs a C
+compiler (`gcc`); without one this form is skipped. The shared library is checked by sha256
+before it is loaded, like every model file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serving.forms.encoder import Encoder
+from serving.schema import Table, TableSchema
+
+LIBRARY_FILE = "classifier.so"
+OPTIONS_FILE = "compiled.json"
+
+
+@dataclass
+class CompiledPredictor:
+    """The encoder, then the compiled tree ensemble."""
+
+    encoder: Encoder
+    library: Path
+    float32_features: bool
+    n_classes: int
+    form = "compiled"
+    _predictor: object = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        import tl2cgen
+
+        self._predictor = tl2cgen.Predictor(str(self.library), nthread=1, verbose=False)
+
+    def predict_proba(self, table: Table) -> np.ndarray:
+        import tl2cgen
+
+        X = self.encoder.encode(table)
+        if self.float32_features:
+            X = X.astype(np.float32).astype(np.float64)
+        out = self._predictor.predict(tl2cgen.DMatrix(X, dtype="float64"))
+        out = np.asarray(out, dtype=np.float64).reshape(len(X), -1)
+        if out.shape[1] == 1 and self.n_classes == 2:  # binary boosting: P(class 1) only
+            return np.hstack([1.0 - out, out])
+        return out
+
+    def save(self, directory: Path) -> None:
+        self.encoder.save(directory)
+        if self.library != directory / LIBRARY_FILE:
+            shutil.copyfile(self.library, directory / LIBRARY_FILE)
+        (directory / OPTIONS_FILE).write_text(json.dumps(
+            {"float32_features": self.float32_features, "n_classes": self.n_classes}))
+
+
+def load(directory: Path, schema: TableSchema) -> CompiledPredictor:
+    options = json.loads((directory / OPTIONS_FILE).read_text())
+    return CompiledPredictor(encoder=Encoder.load(directory), library=directory / LIBRARY_FILE,
+                             float32_features=bool(options["float32_features"]),
+                             n_classes=int(options["n_classes"]))
+
+
+def from_pipeline(pipeline, schema: TableSchema) -> CompiledPredictor:
+    """Import the classifier into treelite and compile it; raises Unsupported when either fails."""
+    from serving.forms import Unsupported
+    from serving.forms.onnx import _compares_float32
+
+    if len(pipeline.steps) != 2:
+        raise Unsupported("expected a pipeline of preprocessing then a classifier")
+    (_, preprocess), (_, classifier) = pipeline.steps
+    encoder = Encoder.from_preprocessor(preprocess, schema)
+    if shutil.which("gcc") is None:
+        raise Unsupported("no C compiler (gcc) on this machine")
+    try:
+        import tl2cgen
+        import treelite.sklearn
+
+        model = treelite.sklearn.import_model(classifier)
+        # The library lives in a folder of its own until save copies it into the model.
+        library = Path(tempfile.mkdtemp(prefix="compiled-")) / LIBRARY_FILE
+        tl2cgen.export_lib(model, toolchain="gcc", libpath=str(library),
+                           params={"parallel_comp": 2}, nthread=2, verbose=False)
+        return CompiledPredictor(encoder=encoder, library=library,
+                                 float32_features=_compares_float32(classifier),
+                                 n_classes=len(classifier.classes_))
+    except Exception as error:  # noqa: BLE001 - treelite and the compiler fail in many ways
+        raise Unsupported(f"treelite/tl2cgen cannot compile {type(classifier).__name__}: "
+                          f"{str(error).strip().splitlines()[-1][:200]}") from None

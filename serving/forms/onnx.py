@@ -1,0 +1,87 @@
+"""The classifier converted to ONNX by skl2onnx and run by onnxruntime, after the numpy encoder.
+
+Only the classifier is converted: the preprocessing stays the verified numpy encoder in
+float64. sklearn's trees compare float32 features, so rows bound for a tree model are
+rounded to float32 first, exactly as sklearn does, and fed in double precision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serving.forms.encoder import Encoder
+from serving.schema import Table, TableSchema
+
+MODEL_FILE = "classifier.onnx"
+OPTIONS_FILE = "onnx.json"
+
+
+@dataclass
+class OnnxPredictor:
+    """The encoder, then an onnxruntime session of the classifier."""
+
+    encoder: Encoder
+    model: bytes = field(repr=False)
+    float32_features: bool
+    form = "onnx"
+
+    def __post_init__(self) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # One thread: the service scales with workers, and a thread pool costs more than a row.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(self.model, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def predict_proba(self, table: Table) -> np.ndarray:
+        X = self.encoder.encode(table)
+        if self.float32_features:
+            X = X.astype(np.float32).astype(np.float64)
+        return self._session.run(["probabilities"], {self._input: X})[0].astype(np.float64)
+
+    def save(self, directory: Path) -> None:
+        self.encoder.save(directory)
+        (directory / MODEL_FILE).write_bytes(self.model)
+        (directory / OPTIONS_FILE).write_text(json.dumps({"float32_features": self.float32_features}))
+
+
+def load(directory: Path, schema: TableSchema) -> OnnxPredictor:
+    options = json.loads((directory / OPTIONS_FILE).read_text())
+    return OnnxPredictor(encoder=Encoder.load(directory), model=(directory / MODEL_FILE).read_bytes(),
+                         float32_features=bool(options["float32_features"]))
+
+
+def from_pipeline(pipeline, schema: TableSchema) -> OnnxPredictor:
+    """Convert the classifier with skl2onnx; raises Unsupported when it cannot."""
+    from serving.forms import Unsupported
+
+    if len(pipeline.steps) != 2:
+        raise Unsupported("expected a pipeline of preprocessing then a classifier")
+    (_, preprocess), (_, classifier) = pipeline.steps
+    encoder = Encoder.from_preprocessor(preprocess, schema)
+    try:
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import DoubleTensorType
+
+        model = to_onnx(classifier, initial_types=[("X", DoubleTensorType([None, encoder.n_outputs]))],
+                        options={id(classifier): {"zipmap": False}})
+        predictor = OnnxPredictor(encoder=encoder, model=model.SerializeToString(),
+                                  float32_features=_compares_float32(classifier))
+    except Exception as error:  # noqa: BLE001 - skl2onnx and onnxruntime raise many kinds
+        raise Unsupported(f"skl2onnx cannot convert {type(classifier).__name__}: "
+                          f"{str(error).splitlines()[0][:200]}") from None
+    return predictor
+
+
+def _compares_float32(classifier) -> bool:
+    """True for sklearn's tree models, which cast their input to float32 before each split."""
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.tree import BaseDecisionTree
+
+    return isinstance(classifier, (BaseForest, BaseDecisionTree))

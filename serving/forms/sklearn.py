@@ -1,0 +1,52 @@
+"""The registered pipeline itself: exact for every model, and the slowest form.
+
+It is read from the MLflow model folder inside the Bento model with skops (no pickle), after
+the service has checked the file's sha256 against the one recorded at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serving.schema import Table, TableSchema
+
+MLFLOW_MODEL_DIR = "mlflow_model"
+
+
+@dataclass
+class SklearnPredictor:
+    """pipeline.predict_proba on a DataFrame of the raw columns."""
+
+    pipeline: object = field(repr=False)
+    schema: TableSchema
+    form = "sklearn"
+
+    def predict_proba(self, table: Table) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(table.to_frame(self.schema)), dtype=np.float64)
+
+    def save(self, directory: Path) -> None:
+        """Nothing to add: the MLflow model folder is already in the Bento model."""
+
+
+def load(directory: Path, schema: TableSchema) -> SklearnPredictor:
+    import skops.io
+    import threadpoolctl
+    import yaml
+
+    model_dir = directory / MLFLOW_MODEL_DIR
+    flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
+    path = model_dir / flavor["pickled_model"]
+    if flavor.get("serialization_format") != "skops":
+        raise TypeError(f"{path.name} is not in skops format; refusing to unpickle it")
+    # The file's sha256 was checked against the import's record before we got here.
+    pipeline = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    # One OpenMP thread: for the few rows of a request, a thread team costs more than it saves.
+    threadpoolctl.threadpool_limits(limits=1, user_api="openmp")
+    return SklearnPredictor(pipeline=pipeline, schema=schema)
+
+
+def from_pipeline(pipeline, schema: TableSchema) -> SklearnPredictor:
+    return SklearnPredictor(pipeline=pipeline, schema=schema)

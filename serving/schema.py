@@ -1,0 +1,105 @@
+"""What the model takes (named numeric and text columns) and a batch of rows in that shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NUMBER = "number"
+CATEGORY = "category"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column: its name, its type and, for text columns, the values seen in training."""
+
+    name: str
+    type: str  # NUMBER or CATEGORY
+    categories: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        if self.type == NUMBER:
+            return {"name": self.name, "type": NUMBER}
+        return {"name": self.name, "type": CATEGORY, "categories": list(self.categories)}
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The model's input columns in training order, and its class names."""
+
+    features: tuple[Feature, ...]
+    class_names: tuple[str, ...]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.type == NUMBER]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.type == CATEGORY]
+
+    @property
+    def all_numeric(self) -> bool:
+        """True when rows can be sent as plain lists of numbers (`{"features": [[...]]}`)."""
+        return all(f.type == NUMBER for f in self.features)
+
+    def to_dict(self) -> dict:
+        """The schema.json document; `feature_names` and `class_names` as before typed columns."""
+        return {"feature_names": self.feature_names, "class_names": list(self.class_names),
+                "features": [f.to_dict() for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, document: dict) -> TableSchema:
+        # Models imported before typed columns existed list names only: all numeric.
+        features = document.get("features") or [{"name": n, "type": NUMBER}
+                                                 for n in document["feature_names"]]
+        return cls(features=tuple(Feature(f["name"], f["type"], tuple(f.get("categories", ())))
+                                  for f in features),
+                   class_names=tuple(document["class_names"]))
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows to score: numeric columns as float64 (NaN = missing), text columns as str or None.
+
+    Columns are in the schema's order within each part: `numeric` holds schema.numeric,
+    `categorical` holds schema.categorical.
+    """
+
+    numeric: np.ndarray  # (rows, len(schema.numeric)) float64
+    categorical: np.ndarray  # (rows, len(schema.categorical)) object
+
+    def __len__(self) -> int:
+        return self.numeric.shape[0]
+
+    @classmethod
+    def from_numbers(cls, X: np.ndarray) -> Table:
+        """All-numeric rows, as `{"features": [[...]]}` sends them."""
+        return cls(numeric=X, categorical=np.empty((X.shape[0], 0), dtype=object))
+
+    @classmethod
+    def from_frame(cls, frame, schema: TableSchema) -> Table:
+        """Rows of a pandas DataFrame holding the schema's columns (others are ignored)."""
+        import pandas as pd
+
+        numeric = frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan) \
+            if schema.numeric else np.empty((len(frame), 0))
+        text = frame[schema.categorical].astype(object)
+        categorical = text.where(pd.notna(text), None).to_numpy(dtype=object)
+        return cls(numeric=np.ascontiguousarray(numeric), categorical=categorical)
+
+    def to_frame(self, schema: TableSchema):
+        """A DataFrame with the schema's columns in training order: what the sklearn pipeline takes."""
+        import pandas as pd
+
+        columns = {name: self.numeric[:, j] for j, name in enumerate(schema.numeric)}
+        for j, name in enumerate(schema.categorical):
+            values = self.categorical[:, j].copy()
+            values[pd.isna(values)] = np.nan  # sklearn's imputer sees NaN as missing, not None
+            columns[name] = pd.Series(values, dtype=object)
+        return pd.DataFrame(columns, index=range(len(self)))[schema.feature_names]

@@ -1,0 +1,278 @@
+"""Every served form must answer as the registered pipeline does.
+
+The linear form is sklearn's own arithmetic, so it must match to 1e-12; every other form must
+give the same labels and probabilities within the importer's tolerance (1e-6), after a save and
+load round trip, on a numeric table and on a mixed one with missing values and unseen text.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.forms import FORMS, Unsupported, convert, load_predictor
+from serving.forms.encoder import Encoder
+from serving.schema import Table, TableSchema
+from training.data import Dataset, Split, load_dataset, split_dataset
+from training.experiments import table_schema
+from training.models import FAMILIES, MISSING_CATEGORY, GridPoint, build_pipeline, make_grid
+from training.train import fit_pipeline
+
+pytestmark = pytest.mark.unit
+
+TOLERANCE = 1e-6  # what the importer accepts (training.importer.TOLERANCE)
+# Which forms can express which family; every family can always be served as itself.
+SUPPORTED = {
+    "logistic_regression": {"linear", "onnx", "sklearn"},
+    "random_forest": {"onnx", "compiled", "sklearn"},
+    "hist_gradient_boosting": {"compiled", "sklearn"},
+}
+HAS_GCC = shutil.which("gcc") is not None
+
+
+def rows(table: Table, index) -> Table:
+    return Table(numeric=table.numeric[index], categorical=table.categorical[index])
+
+
+# The linear form: sklearn's numbers exactly
+
+
+@pytest.mark.parametrize("dataset_name", ["iris", "wine", "breast_cancer"])
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_linear_form_matches_sklearn_predict_proba(dataset_name, penalty, tmp_path):
+    dataset = load_dataset(dataset_name)
+    split = split_dataset(dataset, test_size=0.2, random_state=42)
+    pipeline = fit_pipeline(GridPoint("logistic_regression", {"C": 1.0, "penalty": penalty}), split,
+                            dataset=dataset, random_state=42)
+    schema = table_schema(dataset)
+    convert("linear", pipeline, schema).save(tmp_path)
+    predictor = load_predictor("linear", tmp_path, schema)
+    assert predictor.form == "linear"
+    expected = pipeline.predict_proba(dataset.X)
+    table = Table.from_frame(dataset.X, schema)
+    for n in (1, 7, len(table)):  # one row, a few, all
+        got = predictor.predict_proba(rows(table, slice(0, n)))
+        np.testing.assert_allclose(got, expected[:n], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(predictor.predict_proba(table).argmax(axis=1), pipeline.predict(dataset.X))
+    # Rows sent as plain lists of numbers are the same table.
+    plain = Table.from_numbers(np.ascontiguousarray(dataset.X.to_numpy()))
+    np.testing.assert_array_equal(predictor.predict_proba(plain), predictor.predict_proba(table))
+
+
+def test_extreme_inputs_stay_probabilities():
+    dataset = load_dataset("iris")
+    split = split_dataset(dataset, test_size=0.2, random_state=42)
+    pipeline = fit_pipeline(GridPoint("logistic_regression", {"C": 10.0, "penalty": "l2"}), split,
+                            dataset=dataset, random_state=42)
+    predictor = convert("linear", pipeline, table_schema(dataset))
+    probabilities = predictor.predict_proba(Table.from_numbers(np.array([[1e300, -1e300, 1e300, 0.0]])))
+    assert np.all(np.isfinite(probabilities))
+    assert probabilities.sum() == pytest.approx(1.0)
+
+
+def test_other_pipelines_are_refused_by_the_linear_form():
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    schema = table_schema(load_dataset("iris"))
+    with pytest.raises(Unsupported, match="not a LogisticRegression"):
+        convert("linear", Pipeline([("tree", DecisionTreeClassifier())]), schema)
+    assert issubclass(Unsupported, TypeError)
+
+
+def test_an_unknown_form_is_a_value_error(tmp_path):
+    schema = table_schema(load_dataset("iris"))
+    with pytest.raises(ValueError, match="unknown served form 'pickle'"):
+        convert("pickle", None, schema)
+    with pytest.raises(ValueError, match="unknown served form"):
+        load_predictor("pickle", tmp_path, schema)
+
+
+# Every family, every form
+
+
+def mixed_frame(rows: int, *, seed: int, unseen: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """Two numeric columns (one with missing values) and two text columns (one with missing values)."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, rows)
+    income = rng.lognormal(10, 0.5, rows)
+    colours = np.array(["red", "green", "blue"], dtype=object)[rng.integers(0, 3, rows)]
+    plans = np.array(["basic", "plus", "pro", "team"], dtype=object)[rng.integers(0, 4, rows)]
+    score = (age - 40) / 12 + (colours == "red") - (plans == "basic") + rng.normal(0, 0.7, rows)
+    y = np.digitize(score, [-0.5, 0.6]).astype(np.int64)  # three classes
+    age[rng.random(rows) < 0.15] = np.nan
+    colours[rng.random(rows) < 0.15] = np.nan
+    if unseen:  # text the encoder never saw, alone and with missing values
+        colours[:4] = "purple"
+        plans[2:6] = "enterprise"
+    frame = pd.DataFrame({"age": age, "colour": pd.Series(colours, dtype=object), "income": income,
+                          "plan": pd.Series(plans, dtype=object)})
+    return frame, y
+
+
+def mixed_dataset() -> Dataset:
+    X, y = mixed_frame(240, seed=1)
+    return Dataset(name="mixed", X=X, y=y, class_names=["low", "mid", "high"],
+                   numeric_features=["age", "income"], categorical_features=["colour", "plan"],
+                   sha256="", source="test")
+
+
+def mixed_probe() -> pd.DataFrame:
+    """Rows the pipeline never saw: unseen categories, and rows with every value missing."""
+    frame, _ = mixed_frame(40, seed=2, unseen=True)
+    frame.loc[[10, 11]] = np.nan
+    frame.loc[12, ["colour", "plan"]] = np.nan
+    frame.loc[13, ["age", "income"]] = np.nan
+    return frame
+
+
+@cache
+def case(dataset_name: str, family: str):
+    """The fitted pipeline of the family's first grid point, its schema, and rows to compare on."""
+    if dataset_name == "iris":
+        dataset = load_dataset("iris")
+        split = split_dataset(dataset, test_size=0.2, random_state=0)
+        probe = dataset.X
+    else:
+        dataset = mixed_dataset()
+        split = Split(X_train=dataset.X, X_test=dataset.X.iloc[:0], y_train=dataset.y, y_test=dataset.y[:0])
+        probe = pd.concat([mixed_probe(), dataset.X], ignore_index=True)
+    pipeline = build_pipeline(make_grid([family])[0], numeric=dataset.numeric_features,
+                              categorical=dataset.categorical_features, random_state=0)
+    pipeline.fit(split.X_train, split.y_train)
+    return pipeline, table_schema(dataset), probe
+
+
+def save_mlflow_model(pipeline, path) -> None:
+    """The pipeline as training logs it: an MLflow sklearn model in skops format."""
+    import mlflow.sklearn
+    import skops.io
+
+    mlflow.sklearn.save_model(
+        pipeline, str(path), serialization_format="skops",
+        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+
+
+def test_the_mixed_probe_reaches_unseen_text_and_missing_rows():
+    probe, (X, _) = mixed_probe(), mixed_frame(240, seed=1)
+    assert not set(probe["colour"].dropna()) <= set(X["colour"].dropna())
+    assert not set(probe["plan"].dropna()) <= set(X["plan"].dropna())
+    assert probe.isna().all(axis=1).sum() == 2 and X["age"].isna().any() and X["colour"].isna().any()
+    assert (probe["colour"] == "purple").any() and (probe["plan"] == "enterprise").any()
+
+
+def test_the_supported_table_covers_every_family_and_form():
+    assert set(SUPPORTED) == set(FAMILIES)
+    assert set().union(*SUPPORTED.values()) == set(FORMS)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("dataset_name", ["iris", "mixed"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_supported_form_answers_as_the_pipeline(family, dataset_name, form, tmp_path):
+    if form == "compiled" and not HAS_GCC:
+        pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
+    pipeline, schema, probe = case(dataset_name, family)
+    if form not in SUPPORTED[family]:
+        with pytest.raises(Unsupported):
+            convert(form, pipeline, schema)
+        return
+    predictor = convert(form, pipeline, schema)
+    assert predictor.form == form
+    if form == "sklearn":  # the service reads it from the MLflow model inside the Bento model
+        save_mlflow_model(pipeline, tmp_path / "mlflow_model")
+    predictor.save(tmp_path)
+    loaded = load_predictor(form, tmp_path, schema)
+    assert loaded.form == form
+    expected = pipeline.predict_proba(probe)
+    table = Table.from_frame(probe, schema)
+    for answer in (predictor, loaded):
+        got = answer.predict_proba(table)
+        assert got.shape == expected.shape and got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+        np.testing.assert_array_equal(got.argmax(axis=1), pipeline.predict(probe))
+        np.testing.assert_allclose(answer.predict_proba(rows(table, slice(3, 4))), expected[3:4],
+                                   rtol=0, atol=TOLERANCE)
+
+
+# The encoder: the ColumnTransformer, exactly
+
+
+@pytest.mark.parametrize("dataset_name", ["iris", "mixed"])
+def test_the_encoder_equals_the_column_transformer(dataset_name, tmp_path):
+    pipeline, schema, probe = case(dataset_name, "logistic_regression")
+    preprocess = pipeline.named_steps["preprocess"]
+    encoder = Encoder.from_preprocessor(preprocess, schema)
+    table = Table.from_frame(probe, schema)
+    expected = preprocess.transform(probe)
+    assert np.array_equal(encoder.encode(table), expected)
+    assert np.array_equal(encoder.encode(Table.from_frame(probe.iloc[:0], schema)), expected[:0])
+    encoder.save(tmp_path)
+    assert np.array_equal(Encoder.load(tmp_path).encode(table), expected)
+    assert encoder.n_outputs == expected.shape[1]
+
+
+def test_the_encoder_on_missing_and_unseen_text():
+    pipeline, schema, _ = case("mixed", "logistic_regression")
+    preprocess = pipeline.named_steps["preprocess"]
+    encoder = Encoder.from_preprocessor(preprocess, schema)
+    assert encoder.missing == MISSING_CATEGORY
+    assert schema.numeric == ["age", "income"] and schema.categorical == ["colour", "plan"]
+    frame = pd.DataFrame({"age": [np.nan, np.nan, 30.0],
+                          "colour": pd.Series([np.nan, "purple", "red"], dtype=object),
+                          "income": [np.nan, 1.0, np.nan],
+                          "plan": pd.Series([np.nan, "enterprise", None], dtype=object)})
+    table = Table.from_frame(frame, schema)
+    assert table.categorical.tolist() == [[None, None], ["purple", "enterprise"], ["red", None]]
+    encoded = encoder.encode(table)
+    assert np.array_equal(encoded, preprocess.transform(frame))
+    n_colours = len(encoder.categories[0])
+    onehot = encoded[:, 2:]
+    # Missing text is a category of its own; unseen text is all zeros.
+    assert onehot[0, encoder.categories[0].index(MISSING_CATEGORY)] == 1.0
+    assert MISSING_CATEGORY not in encoder.categories[1] and not onehot[0, n_colours:].any()
+    assert not onehot[1].any()
+    # Missing numbers are the training medians, scaled.
+    numeric = preprocess.named_transformers_["numeric"]
+    medians = numeric.named_steps["impute"].statistics_
+    np.testing.assert_array_equal(encoded[0, :2], numeric.named_steps["scale"].transform([medians])[0])
+
+
+@pytest.mark.parametrize("change, words", [
+    ("scaler", "numeric preprocessing"),
+    ("onehot", "text preprocessing"),
+    ("columns", "numeric preprocessing"),
+])
+def test_the_encoder_refuses_preprocessing_it_cannot_copy(change, words):
+    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
+
+    _, schema, _ = case("mixed", "logistic_regression")
+    dataset = mixed_dataset()
+    other = build_pipeline(make_grid(["logistic_regression"])[0], numeric=dataset.numeric_features,
+                           categorical=dataset.categorical_features, random_state=0)
+    steps = other.named_steps["preprocess"].transformers
+    if change == "scaler":
+        steps[0][1].steps[1] = ("scale", MinMaxScaler())
+    elif change == "onehot":
+        steps[1][1].steps[1] = ("onehot", OneHotEncoder(handle_unknown="error", sparse_output=False))
+    else:
+        other.named_steps["preprocess"].transformers[0] = ("numeric", steps[0][1], ["income", "age"])
+    other.fit(dataset.X, dataset.y)
+    with pytest.raises(Unsupported, match=words):
+        Encoder.from_preprocessor(other.named_steps["preprocess"], schema)
+    for form in FORMS[:-1]:  # every form but the pipeline itself needs the encoder
+        with pytest.raises(Unsupported):
+            convert(form, other, schema)
+
+
+def test_a_schema_of_other_columns_is_refused():
+    pipeline, schema, _ = case("mixed", "logistic_regression")
+    renamed = TableSchema.from_dict({**schema.to_dict(), "features": [
+        {**f, "name": f["name"].upper()} for f in schema.to_dict()["features"]]})
+    with pytest.raises(Unsupported):
+        convert("linear", pipeline, renamed)
