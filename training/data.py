@@ -8,7 +8,8 @@ import math
 import os
 import shlex
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def _read_bytes(path: Path) -> bytes:
 
 def _read_header(raw: bytes, *, kind: str, path: Path) -> list[str]:
     """The column names exactly as the file has them (pandas would rename duplicates)."""
-    try:
+    with _reader_errors(path, kind=kind):
         if kind == "CSV":
             # keep_default_na=False: a column named "NA" is a name, not a missing value.
             head = pd.read_csv(io.BytesIO(raw), header=None, nrows=1, dtype=str, keep_default_na=False)
@@ -225,19 +226,11 @@ def _read_header(raw: bytes, *, kind: str, path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return [str(n) for n in pq.read_schema(io.BytesIO(raw)).names]
-    except pd.errors.EmptyDataError as exc:
-        raise DataValidationError(f"{path.name} is empty: no columns") from exc
-    except UnicodeDecodeError as exc:
-        raise DataValidationError(
-            f"cannot read {path.name} as {kind}: not UTF-8 text "
-            f"(found byte {exc.object[exc.start]:#04x}); save it as UTF-8") from exc
-    except Exception as exc:  # noqa: BLE001 - readers raise many types (parser, unicode, arrow, OS)
-        raise DataValidationError(f"cannot read {path.name} as {kind}: {_one_line(exc)}") from exc
 
 
 def _read_frame(raw: bytes, *, kind: str, path: Path) -> pd.DataFrame:
     """Parse the whole table, turning any reader failure into a one-line DataValidationError."""
-    try:
+    with _reader_errors(path, kind=kind):
         if kind == "CSV":
             # low_memory=False: type each column from all its values, not chunk by chunk.
             frame = pd.read_csv(io.BytesIO(raw), low_memory=False)
@@ -247,6 +240,13 @@ def _read_frame(raw: bytes, *, kind: str, path: Path) -> pd.DataFrame:
                     f"cannot read {path.name} as CSV: rows have more fields than the header")
             return frame
         return pd.read_parquet(io.BytesIO(raw)).reset_index(drop=True)
+
+
+@contextmanager
+def _reader_errors(path: Path, *, kind: str) -> Iterator[None]:
+    """Turn any failure of a table reader into a one-line DataValidationError."""
+    try:
+        yield
     except DataValidationError:
         raise
     except pd.errors.EmptyDataError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.forms.encoder import Encoder
+from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
 LIBRARY_FILE = "classifier.so"
@@ -71,10 +71,7 @@ def from_pipeline(pipeline, schema: TableSchema) -> CompiledPredictor:
     from serving.forms import Unsupported
     from serving.forms.onnx import _compares_float32
 
-    if len(pipeline.steps) != 2:
-        raise Unsupported("expected a pipeline of preprocessing then a classifier")
-    (_, preprocess), (_, classifier) = pipeline.steps
-    encoder = Encoder.from_preprocessor(preprocess, schema)
+    encoder, classifier = encoder_and_classifier(pipeline, schema)
     if shutil.which("gcc") is None:
         raise Unsupported("no C compiler (gcc) on this machine")
     try:

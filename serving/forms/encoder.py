@@ -119,3 +119,14 @@ class Encoder:
         elif schema.categorical:
             raise Unsupported("text columns are not preprocessed")
         return cls(fill=fill, mean=mean, scale=scale, categories=categories, missing=missing)
+
+
+def encoder_and_classifier(pipeline, schema: TableSchema) -> tuple[Encoder, object]:
+    """Split a (preprocess, classifier) pipeline into the numpy encoder and the fitted classifier."""
+    from serving.forms import Unsupported
+
+    steps = getattr(pipeline, "steps", [])
+    if len(steps) != 2:
+        raise Unsupported("expected a pipeline of preprocessing then a classifier")
+    (_, preprocess), (_, classifier) = steps
+    return Encoder.from_preprocessor(preprocess, schema), classifier

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.forms.encoder import Encoder
+from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
 PARAMS_FILE = "linear_params.npz"
@@ -71,11 +71,10 @@ def from_pipeline(pipeline, schema: TableSchema) -> LinearPredictor:
 
     from serving.forms import Unsupported
 
-    preprocess, classifier = (step for _, step in pipeline.steps) if len(pipeline.steps) == 2 else (None, None)
+    encoder, classifier = encoder_and_classifier(pipeline, schema)
     if not isinstance(classifier, LogisticRegression):
         raise Unsupported("the classifier is not a LogisticRegression")
     if not np.array_equal(classifier.classes_, np.arange(len(classifier.classes_))):
         raise Unsupported("expected class labels 0..n-1 (indices into the class names)")
-    return LinearPredictor(encoder=Encoder.from_preprocessor(preprocess, schema),
-                           coef=np.asarray(classifier.coef_, dtype=np.float64),
+    return LinearPredictor(encoder=encoder, coef=np.asarray(classifier.coef_, dtype=np.float64),
                            intercept=np.asarray(classifier.intercept_, dtype=np.float64))

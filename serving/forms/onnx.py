@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.forms.encoder import Encoder
+from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
 MODEL_FILE = "classifier.onnx"
@@ -61,10 +61,7 @@ def from_pipeline(pipeline, schema: TableSchema) -> OnnxPredictor:
     """Convert the classifier with skl2onnx; raises Unsupported when it cannot."""
     from serving.forms import Unsupported
 
-    if len(pipeline.steps) != 2:
-        raise Unsupported("expected a pipeline of preprocessing then a classifier")
-    (_, preprocess), (_, classifier) = pipeline.steps
-    encoder = Encoder.from_preprocessor(preprocess, schema)
+    encoder, classifier = encoder_and_classifier(pipeline, schema)
     try:
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import DoubleTensorType
