@@ -1,8 +1,12 @@
-"""The BentoML service: GET /health and POST /predict for the imported production model.
+"""The BentoML service: POST /predict as a BentoML API, plus /health, /metadata and /invocations.
 
     bentoml serve            # from the repo root, after scripts/import_production.py
 
-BentoML keeps its own /livez, /readyz, /metrics and the Swagger UI at /.
+`predict` is a real `@bentoml.api`: BentoML's clients (`SyncHTTPClient`, `AsyncHTTPClient`,
+`bentoml.depends`) and in-process calls use it like any BentoML service. Over HTTP, our
+routes are answered ahead of BentoML's middleware by the same code that the API runs (the
+fast path, `FAST_PATH=false` turns it off); see README "Performance" for why and how.
+BentoML keeps its own /livez, /readyz, /metrics, /schema.json and the Swagger UI at /.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 import gc
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import bentoml
+from pydantic import Field
 
-from serving.app import JsonErrors, PredictionApp, in_front_of
+from serving.app import JsonErrors, PredictionApp, PredictResponse, in_front_of
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
 from training.config import get_settings
@@ -21,6 +27,9 @@ from training.config import get_settings
 logger = logging.getLogger(__name__)
 
 http_app = PredictionApp()
+
+Row = list[float]
+Record = dict[str, float | str | None]
 
 
 class FastPathService(bentoml.Service):
@@ -40,7 +49,7 @@ class FastPathService(bentoml.Service):
     traffic={"timeout": get_settings().request_timeout},
 )
 class ClassificationService:
-    """Loads the model once; the mounted app answers requests."""
+    """Loads the model once and predicts class labels and probabilities."""
 
     # A class attribute, so that `bentoml build` packs the model into the Bento.
     bento_model = bentoml.models.BentoModel(get_settings().bento_model_tag)
@@ -52,11 +61,21 @@ class ClassificationService:
         metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)
         http_app.bind(model, max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
                       request_timeout=settings.request_timeout, api_key=settings.api_key,
-                      metrics=metrics)
+                      metrics=metrics, fast_path=settings.fast_path)
         # Everything loaded so far lives as long as the process: keep it out of the GC's scans.
         gc.freeze()
-        logger.info("serving %s version %s (%s)", model.summary["name"],
-                    model.summary["version"], self.bento_model.tag)
+        logger.info("serving %s version %s (%s), fast path %s", model.summary["name"],
+                    model.summary["version"], self.bento_model.tag, "on" if settings.fast_path else "off")
+
+    @bentoml.api(route="/predict")
+    async def predict(
+        self,
+        features: Annotated[list[Row] | Row | None, Field(description="rows of numbers in feature order")] = None,
+        records: Annotated[list[Record] | None, Field(description="rows by column name; null = missing")] = None,
+    ) -> PredictResponse:
+        """Class label and probabilities for each row (send `features` or `records`)."""
+        # async: it runs on the event loop like the fast path, not on a thread pool.
+        return http_app.predict_values(features=features, records=records)
 
 
 ClassificationService.add_asgi_middleware(JsonErrors)

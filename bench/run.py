@@ -1,4 +1,4 @@
-"""Benchmark our BentoML service against `mlflow models serve` and a plain FastAPI server.
+"""Benchmark our BentoML service against `mlflow models serve`, a plain FastAPI server and a floor.
 
     python -m bench.run [--model logistic_regression|random_forest|hist_gradient_boosting]
                         [--param NAME=V1,V2] [--duration 5] [--rounds 3] [--concurrency 1 8 64]
@@ -13,7 +13,10 @@ every server, in a rotating order, so that drift of the machine hits all of them
 one table and the pass/fail of each target; write JSON and a PNG chart to bench/results/.
 The FastAPI baseline reuses the service's numpy maths for linear models, so it runs only with
 --model logistic_regression. Tree families have their own throughput targets against mlflow.
-Exit code: 0 every target met, 2 a target missed, 1 the bench could not run.
+The floor (bench/floor.py) is a raw ASGI app on the service's uvicorn stack that reads the body
+and answers fixed JSON: the ceiling for any Python HTTP service here; ours/floor is the share of
+it we keep, and the gap our per-request work. Its target is a goal: reported, never the exit code.
+Exit code: 0 every target met, 2 a target missed, 1 the bench could not run (goals do not count).
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ BENCH_PARAMS = {
 }
 # The served random forest must be a realistic one, not a handful of trees.
 MIN_TREES = 100
+# ours/floor req/s at c=8: the goal of an open issue, reported but not part of the result.
+FLOOR_GOAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) ->
 
     Linear models: batch rows/s >= 10x mlflow serve. Tree families instead: req/s at c=8 >= 20x
     and batch rows/s >= 5x mlflow serve; the FastAPI target is n/a (no baseline for them).
+    Items with "goal": True (ours/floor) are informational: they decide neither result nor exit code.
     """
     ours = summary.get("ours", {}).get("loads", {})
     single = [f"c={c}" for c in TARGET_CONCURRENCIES if f"c={c}" in ours]
@@ -269,7 +275,15 @@ def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) ->
                    [ratio(summary, "mlflow", batch.label)], lambda v: v >= 5.0),
         ]
     targets.append(target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5))
+    targets.append({**target(f"ours/floor req/s at c=8 >= {FLOOR_GOAL}",
+                             [ratio(summary, "floor", "c=8")], lambda v: v >= FLOOR_GOAL),
+                    "goal": True})
     return targets
+
+
+def missed_targets(targets: list[dict]) -> int:
+    """How many targets failed; goals (informational) do not count."""
+    return sum(item["passed"] is False for item in targets if not item.get("goal"))
 
 
 def describe_model(model: dict) -> str:
@@ -292,30 +306,32 @@ def format_report(summary: dict, targets: list[dict], training: dict, *,
               f"(whole command {training['train_command_s']:.1f} s); promote "
               f"{training['promote_s']:.1f} s; import {training['import_s']:.1f} s", ""]
     header = (f"{'server':<8} {'load':<15} {'req/s':>8} {'rows/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'errors':>6} {'ours/mlflow':>11} {'ours/fastapi':>12} {'RSS MiB':>8} {'cold s':>7}")
+              f"{'errors':>6} {'ours/mlflow':>11} {'ours/fastapi':>12} {'ours/floor':>10} {'RSS MiB':>8} "
+              f"{'cold s':>7}")
     lines += [header, "-" * len(header)]
     for name, server in summary.items():
         for index, (label, row) in enumerate(server["loads"].items()):
-            vs_mlflow, vs_fastapi = (
+            vs_mlflow, vs_fastapi, vs_floor = (
                 number(ratio(summary, other, label), 2) + "x" if name == "ours" and other in summary
                 else "n/a" if name == "ours" and other in skipped else ""
-                for other in ("mlflow", "fastapi"))
+                for other in ("mlflow", "fastapi", "floor"))
             # Memory and cold start belong to the server, not to a load: shown once.
             first = index == 0
             rss, cold = (f"{server['rss_mb']:.0f}", f"{server['cold_start_s']:.2f}") if first else ("", "")
             lines.append(
                 f"{name if first else '':<8} {label:<15} {row['rps']:>8.0f} {row['rows_per_s']:>10.0f} "
                 f"{number(row['p50_ms'], 2):>7} {number(row['p99_ms'], 2):>7} {row['errors']:>6d} "
-                f"{vs_mlflow:>11} {vs_fastapi:>12} {rss:>8} {cold:>7}")
+                f"{vs_mlflow:>11} {vs_fastapi:>12} {vs_floor:>10} {rss:>8} {cold:>7}")
         lines.append("")
     for name, why in skipped.items():
         lines += [f"{name:<8} {why}", ""]
     for item in targets:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["passed"]]
         values = item.get("note") or ", ".join(number(v, 2) for v in item["values"]) or "-"
-        lines.append(f"{verdict}  {item['target']:<42} measured: {values}")
-    missed = sum(item["passed"] is False for item in targets)
-    lines.append(f"result: {'FAIL' if missed else 'PASS'} ({missed} of {len(targets)} targets missed)")
+        goal = " (goal, informational: not in the result)" if item.get("goal") else ""
+        lines.append(f"{verdict}  {item['target']:<42} measured: {values}{goal}")
+    missed, counted = missed_targets(targets), sum(not item.get("goal") for item in targets)
+    lines.append(f"result: {'FAIL' if missed else 'PASS'} ({missed} of {counted} targets missed)")
     return "\n".join(lines)
 
 
@@ -330,13 +346,13 @@ def save_chart(summary: dict, path: Path, *, batch: Load, title: str = "") -> No
     single = [label for label, row in next(iter(summary.values()))["loads"].items() if row["rows"] == 1]
     figure, axes = plt.subplots(2, 2, figsize=(11, 7))
     width = 0.8 / len(names)
-    for panel, key, title in ((axes[0][0], "rps", "req/s, 1 row (higher is better)"),
-                              (axes[0][1], "p99_ms", "p99 latency ms, 1 row (lower is better)")):
+    for panel, key, panel_title in ((axes[0][0], "rps", "req/s, 1 row (higher is better)"),
+                                    (axes[0][1], "p99_ms", "p99 latency ms, 1 row (lower is better)")):
         for offset, name in enumerate(names):
             values = [summary[name]["loads"][label][key] for label in single]
             panel.bar([i + offset * width for i in range(len(single))], values, width, label=name)
         panel.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(single))], single)
-        panel.set_title(title)
+        panel.set_title(panel_title)
         panel.legend()
     colours = [f"C{index}" for index in range(len(names))]  # the same colour per server everywhere
     axes[1][0].bar(names, [summary[n]["loads"][batch.label]["rows_per_s"] for n in names], color=colours)
@@ -490,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     save_chart(summary, stem.with_suffix(".png"), batch=loads[-1],
                title=f"{args.model}, served form {model['served_form'] or '?'}")
     print(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
-    return 2 if any(item["passed"] is False for item in targets) else 0
+    return 2 if missed_targets(targets) else 0
 
 
 if __name__ == "__main__":

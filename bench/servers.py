@@ -25,7 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The venv's own commands, whatever PATH says: `make` runs us as .venv/bin/python.
 VENV_BIN = Path(sys.executable).parent
 MODEL_URI = "models:/ClassificationModel@production"
-SERVER_NAMES = ("ours", "mlflow", "fastapi")
+# "floor": a raw ASGI app on the same uvicorn stack, answering fixed JSON (bench/floor.py).
+SERVER_NAMES = ("ours", "mlflow", "fastapi", "floor")
 # Settings a developer may have exported that would change what gets trained or served.
 _SETTINGS_TO_DROP = ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
                      "REGISTERED_MODEL_NAME", "PRODUCTION_ALIAS", "BENTO_MODEL_NAME",
@@ -133,6 +134,11 @@ def make_spec(name: str) -> ServerSpec:
                           port, "/ping", "/invocations", "dataframe_split")
     if name == "fastapi":
         return ServerSpec(name, [sys.executable, "-m", "bench.fastapi_baseline",
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                          port, "/health", "/predict", "features")
+    if name == "floor":
+        # Answers 200 on any path: /health is its readiness URL, /predict gets the same bodies.
+        return ServerSpec(name, [sys.executable, "-m", "bench.floor",
                                  "--host", "127.0.0.1", "--port", str(port)],
                           port, "/health", "/predict", "features")
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")

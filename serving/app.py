@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Annotated, Any
 
+
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -22,6 +23,7 @@ from serving.contract import (
     format_predictions,
     parse_mlflow_request,
     parse_predict_request,
+    table_from_values,
 )
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
@@ -138,6 +140,8 @@ class PredictionApp(FastAPI):
         self.request_timeout = 10.0
         self.api_key: bytes | None = None
         self.metrics: ServiceMetrics | None = None
+        self.fast_path = True
+        self.inner: Any = None  # BentoML's own ASGI app, set by in_front_of
         self._health_body = b""
         self._metadata_body = b""
         self._declare_routes(schema=None)
@@ -170,8 +174,9 @@ class PredictionApp(FastAPI):
 
     def bind(self, model: LoadedModel, *, max_rows: int, max_body_bytes: int,
              request_timeout: float, api_key: str | None,
-             metrics: ServiceMetrics | None = None) -> None:
+             metrics: ServiceMetrics | None = None, fast_path: bool = True) -> None:
         """Start answering with this model and these limits."""
+        self.fast_path = fast_path
         self.max_rows, self.max_body_bytes = max_rows, max_body_bytes
         self.request_timeout = request_timeout
         self.api_key = api_key.encode() if api_key else None
@@ -189,6 +194,14 @@ class PredictionApp(FastAPI):
         path = scope["path"]
         started = time.perf_counter()
         try:
+            if path == "/predict" and not self.fast_path:
+                # Our checks and errors, then BentoML's whole stack runs the declared API.
+                model, body = await self._accept(scope, receive)
+                parse_predict_request(body, schema=model.schema, max_rows=self.max_rows)
+                status = await self._forward(scope, body, send)
+                if self.metrics is not None:
+                    self.metrics.request(path, status, time.perf_counter() - started)
+                return
             if path == "/predict":
                 status, body = 200, await self._predict(scope, receive)
             elif path == "/invocations":
@@ -228,13 +241,47 @@ class PredictionApp(FastAPI):
 
     async def _predict(self, scope: dict, receive: Any) -> bytes:
         model, body = await self._accept(scope, receive)
-        table = parse_predict_request(body, schema=model.schema, max_rows=self.max_rows)
+        return self._answer(model, parse_predict_request(body, schema=model.schema, max_rows=self.max_rows))
+
+    def _answer(self, model: LoadedModel, table) -> bytes:
+        """Predict, count, and write the /predict answer."""
         probabilities = model.predictor.predict_proba(table)
         predicted = probabilities.argmax(axis=1)
         if self.metrics is not None:
             self.metrics.observe(table.numeric, predicted)
         return format_predictions(probabilities, predicted, class_names=model.class_names,
                                   model=model.summary)
+
+    def predict_values(self, *, features: Any = None, records: Any = None) -> "PredictResponse":
+        """The declared `predict` API: the same checks and answer as POST /predict, from values."""
+        model = self.model
+        if model is None:
+            raise RequestError(503, "the model is not loaded yet", "not_ready")
+        table = table_from_values(features=features, records=records, schema=model.schema,
+                                  max_rows=self.max_rows)
+        return PredictResponse.model_validate_json(self._answer(model, table))
+
+    async def _forward(self, scope: dict, body: bytes, send: Any) -> int:
+        """Hand a checked request, body included, to BentoML's app; return the status it answered."""
+        sent = False
+        status = 500
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # no more body: wait to be cancelled, like a quiet client
+            return {"type": "http.disconnect"}
+
+        async def record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.inner(scope, replay, record)
+        return status
 
     async def _invocations(self, scope: dict, receive: Any) -> bytes:
         model, body = await self._accept(scope, receive)
@@ -299,6 +346,8 @@ def in_front_of(inner: Any, app: PredictionApp) -> Any:
     costs more per request than our whole /predict; our routes keep their own metrics and
     body timeout, and every other route keeps BentoML's full stack.
     """
+
+    app.inner = inner
 
     async def route(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] in OWN_PATHS:

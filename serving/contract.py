@@ -170,17 +170,30 @@ def parse_predict_request(body: bytes, *, schema: TableSchema, max_rows: int) ->
             check_row_count(len(X), max_rows=max_rows)
             return Table.from_numbers(check_range(X))
     document = load_json_object(body, example='{"features": [[...], ...]} or {"records": [{...}, ...]}')
-    keys = [key for key in document if key in PREDICT_KEYS]
     extra = sorted(set(document) - set(PREDICT_KEYS))
     if extra:
         raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' or 'records' is accepted", "unknown_keys")
-    if len(keys) != 1:
+    return table_from_values(features=document.get("features"), records=document.get("records"),
+                             given=tuple(document), schema=schema, max_rows=max_rows)
+
+
+def table_from_values(*, features: object, records: object, given: tuple[str, ...] = (),
+                      schema: TableSchema, max_rows: int) -> Table:
+    """The rows of a /predict request from its decoded `features` or `records` value.
+
+    `given` names the keys the body held (a null value counts as given when it is the only key,
+    so `{"features": null}` is refused; BentoML's clients send the unused argument as null).
+    """
+    present = [key for key, value in (("features", features), ("records", records)) if value is not None]
+    if not present and len(given) == 1:  # {"features": null}: the error says what the key needs
+        present = list(given)
+    if len(present) != 1:
         raise RequestError(400, "the body needs exactly one of 'features' or 'records'", "missing_features")
-    if keys[0] == "records":
-        return records_to_table(document["records"], schema=schema, max_rows=max_rows)
+    if present[0] == "records":
+        return records_to_table(records, schema=schema, max_rows=max_rows)
     if not schema.all_numeric:
         raise RequestError(422, "this model has text columns: send rows as {\"records\": [{\"column\": value, ...}]}", "needs_records")
-    return Table.from_numbers(features_to_array(document["features"], n_features=n_features, max_rows=max_rows))
+    return Table.from_numbers(features_to_array(features, n_features=len(schema.features), max_rows=max_rows))
 
 
 def records_to_table(records: object, *, schema: TableSchema, max_rows: int) -> Table:

@@ -72,13 +72,32 @@ class DriftWindow:
         return [population_stability(e, c) for e, c in zip(self.stats.expected, self.counts)]
 
 
+class _Collectors:
+    """prometheus_client's metric classes, each name registered once per process.
+
+    A second ServiceMetrics in the same process (an in-process test, a service composed with
+    `bentoml.depends`) shares the first one's series instead of failing as a duplicate.
+    """
+
+    _made: dict[str, object] = {}
+
+    def __getattr__(self, kind: str):
+        import prometheus_client
+
+        def make(name: str, *args, **kwargs):
+            if name not in self._made:
+                self._made[name] = getattr(prometheus_client, kind)(name, *args, **kwargs)
+            return self._made[name]
+
+        return make
+
+
 class ServiceMetrics:
     """The service's own Prometheus series; create it inside the worker, after BentoML set it up."""
 
     def __init__(self, *, class_names: list[str], stats: FeatureStats | None) -> None:
         # Imported here: BentoML points prometheus_client at its multiprocess folder at start-up.
-        import prometheus_client as prom
-
+        prom = _Collectors()
         predictions = prom.Counter("classifier_predictions", "Predicted rows by class", ["label"])
         self.by_class = [predictions.labels(name) for name in class_names]
         self.rows = prom.Histogram("classifier_request_rows", "Rows per /predict request",
