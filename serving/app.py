@@ -25,6 +25,7 @@ from serving.contract import (
     parse_predict_request,
     table_from_values,
 )
+from serving import mlflow_protocol, v2
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
 from serving.schema import NUMBER, TableSchema
@@ -32,7 +33,26 @@ from serving.schema import NUMBER, TableSchema
 logger = logging.getLogger(__name__)
 
 JSON_HEADER = (b"content-type", b"application/json")
-OWN_PATHS = frozenset({"/predict", "/invocations", "/health", "/metadata"})
+OWN_PATHS = frozenset({"/predict", "/invocations", "/health", "/metadata", "/ping", "/version"})
+V2_PREFIX = "/v2"
+JSON_ONLY = (b"application/json",)
+
+
+def is_own_path(path: str) -> bool:
+    """True for the routes this app answers: ours, MLflow's and the Open Inference Protocol's."""
+    return path in OWN_PATHS or path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def route_label(path: str) -> str:
+    """The metrics label of a path: V2 model paths by their template, so labels stay few."""
+    if not path.startswith(V2_PREFIX) or path in ("/v2", "/v2/health/live", "/v2/health/ready"):
+        return path
+    if path.startswith("/v2/models/"):
+        for suffix in ("/infer", "/ready"):
+            if path.rstrip("/").endswith(suffix):
+                return "/v2/models/{name}" + suffix
+        return "/v2/models/{name}"
+    return "/v2/other"
 
 
 def request_model(*, schema: TableSchema | None, max_rows: int) -> Any:
@@ -160,7 +180,8 @@ class PredictionApp(FastAPI):
             """Lineage of the served model: registry version, run, metrics, names, hashes."""
 
         @self.post("/invocations", response_model=MlflowResponse,
-                   responses={code: {**spec, "model": MlflowErrorResponse} for code, spec in _ERRORS.items()})
+                   responses={code: {**spec, "model": MlflowErrorResponse} for code, spec in _ERRORS.items()
+                              if code != 422})  # MLflow answers every bad body with 400
         def invocations(request: dict[str, Any]) -> MlflowResponse:
             """`mlflow models serve` compatible scoring: dataframe_split, dataframe_records,
             instances or inputs in; class indices out, as MLflow answers for this model."""
@@ -196,37 +217,44 @@ class PredictionApp(FastAPI):
         try:
             if path == "/predict" and not self.fast_path:
                 # Our checks and errors, then BentoML's whole stack runs the declared API.
-                model, body = await self._accept(scope, receive)
+                model, body, _ = await self._accept(scope, receive)
                 parse_predict_request(body, schema=model.schema, max_rows=self.max_rows)
                 status = await self._forward(scope, body, send)
                 if self.metrics is not None:
-                    self.metrics.request(path, status, time.perf_counter() - started)
+                    self.metrics.request(route_label(path), status, time.perf_counter() - started)
                 return
             if path == "/predict":
                 status, body = 200, await self._predict(scope, receive)
             elif path == "/invocations":
                 status, body = 200, await self._invocations(scope, receive)
+            elif path.startswith(V2_PREFIX):
+                status, body = await self._v2(scope, receive)
+            elif path in ("/ping", "/version"):
+                status, body, headers = self._mlflow_probe(scope)
             else:
                 status, body, headers = self._describe(scope)
         except RequestError as error:
             status, body = error.status, error_body(error.message)
             if path == "/invocations":  # MLflow clients read error_code and message
-                body = json.dumps({"error": error.message, "error_code": "INVALID_PARAMETER_VALUE",
-                                   "message": error.message}).encode()
+                body = mlflow_protocol.error_body(
+                    error.message, error_code=mlflow_protocol.error_code_for(status, error.reason))
+                status = 400 if status == 422 else status  # MLflow refuses every bad body with 400
             if self.metrics is not None:
                 self.metrics.reject(error.reason)
             if status == 405:
-                headers = [(b"allow", b"POST")]
+                posted = path in ("/predict", "/invocations") or path.rstrip("/").endswith("/infer")
+                headers = [(b"allow", b"POST" if posted else b"GET, HEAD")]
             elif status == 401:
                 headers = [(b"www-authenticate", b"Bearer")]
         except Exception:  # a bug of ours: answer in JSON, keep serving, log the traceback
             logger.exception("unexpected error on %s", path)
             status, body = 500, error_body("internal error; the server log has the details")
         await send({"type": "http.response.start", "status": status,
-                    "headers": [JSON_HEADER, (b"content-length", str(len(body)).encode()), *headers]})
+                    "headers": [*([] if _has_content_type(headers) else [JSON_HEADER]),
+                                (b"content-length", str(len(body)).encode()), *headers]})
         await send({"type": "http.response.body", "body": body})
         if self.metrics is not None:
-            self.metrics.request(path, status, time.perf_counter() - started)
+            self.metrics.request(route_label(path), status, time.perf_counter() - started)
 
     def _describe(self, scope: dict) -> tuple[int, bytes, list]:
         """GET /health and GET /metadata."""
@@ -239,8 +267,51 @@ class PredictionApp(FastAPI):
             return 503, json.dumps({"status": "unavailable", "model": None}).encode(), []
         return 200, self._health_body if path == "/health" else self._metadata_body, []
 
+    def _mlflow_probe(self, scope: dict) -> tuple[int, bytes, list]:
+        """GET /ping and GET /version, as `mlflow models serve` answers them."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return 405, error_body(f"use GET for {scope['path']}"), [(b"allow", b"GET, HEAD")]
+        if scope["path"] == "/ping":  # MLflow: 200 once the model is loaded, 404 before
+            return (200 if self.model else 404), mlflow_protocol.PING_BODY, mlflow_protocol.PING_HEADERS
+        version = (self.model.info.get("mlflow_version") if self.model else None) or "unknown"
+        return 200, mlflow_protocol.version_body(version), mlflow_protocol.VERSION_HEADERS
+
+    async def _v2(self, scope: dict, receive: Any) -> tuple[int, bytes]:
+        """The Open Inference Protocol V2 (KServe, MLServer, Triton): health, metadata, infer."""
+        kind, name, version = v2.route(scope["method"], scope["path"])
+        if kind == "not_found":
+            raise RequestError(404, f"no such endpoint {scope['path']}", "not_found")
+        if kind == "method":
+            raise RequestError(405, f"wrong method {scope['method']} for {scope['path']}", "method")
+        model = self.model
+        if kind == "live":
+            return 200, b'{"live":true}'
+        if kind == "ready":
+            return (200 if model else 503), b'{"ready":true}' if model else b'{"ready":false}'
+        if kind == "server":
+            return 200, json.dumps(v2.server_metadata(version=model.summary["version"] if model else "")).encode()
+        if model is None:
+            raise RequestError(503, "the model is not loaded yet", "not_ready")
+        v2.check_model(name, version, served_name=model.summary["name"], served_version=model.summary["version"])
+        if kind == "model_ready":
+            return 200, json.dumps({"name": name, "ready": True}).encode()
+        if kind == "model":
+            return 200, json.dumps(v2.model_metadata(
+                schema=model.schema, name=model.summary["name"], version=model.summary["version"],
+                platform=f"sklearn-{model.predictor.form}")).encode()
+        model, body, _ = await self._accept(scope, receive, media_types=None)
+        header_length = next((value for key, value in scope["headers"]
+                              if key == b"inference-header-content-length"), None)
+        request = v2.parse_infer(body, schema=model.schema, max_rows=self.max_rows,
+                                 header_length=int(header_length) if header_length and header_length.isdigit() else None)
+        probabilities = model.predictor.predict_proba(request.table)
+        if self.metrics is not None:
+            self.metrics.observe(request.table.numeric, probabilities.argmax(axis=1))
+        return 200, v2.format_infer(probabilities, schema=model.schema, name=model.summary["name"],
+                                    version=model.summary["version"], request=request)
+
     async def _predict(self, scope: dict, receive: Any) -> bytes:
-        model, body = await self._accept(scope, receive)
+        model, body, _ = await self._accept(scope, receive)
         return self._answer(model, parse_predict_request(body, schema=model.schema, max_rows=self.max_rows))
 
     def _answer(self, model: LoadedModel, table) -> bytes:
@@ -284,15 +355,24 @@ class PredictionApp(FastAPI):
         return status
 
     async def _invocations(self, scope: dict, receive: Any) -> bytes:
-        model, body = await self._accept(scope, receive)
-        table = parse_mlflow_request(body, schema=model.schema, max_rows=self.max_rows)
+        model, body, media_type = await self._accept(
+            scope, receive, media_types=JSON_ONLY + tuple(mlflow_protocol.CSV_CONTENT_TYPES))
+        if media_type in mlflow_protocol.CSV_CONTENT_TYPES:
+            table = mlflow_protocol.parse_csv(body, schema=model.schema, max_rows=self.max_rows)
+        else:
+            table = parse_mlflow_request(body, schema=model.schema, max_rows=self.max_rows)
         predicted = model.predictor.predict_proba(table).argmax(axis=1)
         if self.metrics is not None:
             self.metrics.observe(table.numeric, predicted)
         return json.dumps({"predictions": predicted.tolist()}).encode()
 
-    async def _accept(self, scope: dict, receive: Any) -> tuple[LoadedModel, bytes]:
-        """Method, readiness, API key, content type and size checks; then the body."""
+    async def _accept(self, scope: dict, receive: Any, *,
+                      media_types: tuple[bytes, ...] | None = JSON_ONLY) -> tuple[LoadedModel, bytes, bytes]:
+        """Method, readiness, API key, content type and size checks; then the body and its media type.
+
+        media_types None accepts any content type (the V2 protocol's clients send JSON with
+        none, or binary tensors as application/octet-stream).
+        """
         if scope["method"] != "POST":
             raise RequestError(405, f"use POST for {scope['path']}", "method")
         model = self.model
@@ -310,11 +390,14 @@ class PredictionApp(FastAPI):
             supplied = authorization[7:] if authorization and authorization[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(supplied, self.api_key):
                 raise RequestError(401, "a valid 'Authorization: Bearer <API key>' header is required", "auth")
-        if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
-            raise RequestError(415, "the body must be sent with Content-Type: application/json", "content_type")
+        media_type, _, parameters = (content_type or b"").partition(b";")
+        media_type = media_type.strip().lower()
+        if media_types is not None and (media_type not in media_types or not _utf8_only(parameters)):
+            wanted = " or ".join(t.decode() for t in media_types)
+            raise RequestError(415, f"the body must be sent with Content-Type: {wanted} (UTF-8)", "content_type")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             raise RequestError(413, f"the body is larger than the limit of {self.max_body_bytes} bytes", "too_large")
-        return model, await self._read_body(receive)
+        return model, await self._read_body(receive), media_type
 
     async def _read_body(self, receive: Any) -> bytes:
         try:
@@ -339,6 +422,19 @@ class PredictionApp(FastAPI):
         return b"".join(chunks)
 
 
+def _has_content_type(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"content-type" for name, _ in headers)
+
+
+def _utf8_only(parameters: bytes) -> bool:
+    """True unless the Content-Type's parameters name something but charset=utf-8 (MLflow's rule)."""
+    for parameter in filter(None, (p.strip() for p in parameters.split(b";"))):
+        key, _, value = parameter.partition(b"=")
+        if key.strip().lower() != b"charset" or value.strip().strip(b'"').lower() != b"utf-8":
+            return False
+    return True
+
+
 def in_front_of(inner: Any, app: PredictionApp) -> Any:
     """An ASGI app that answers app's own paths itself and passes everything else to inner.
 
@@ -350,7 +446,7 @@ def in_front_of(inner: Any, app: PredictionApp) -> Any:
     app.inner = inner
 
     async def route(scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in OWN_PATHS:
+        if scope["type"] == "http" and is_own_path(scope["path"]):
             await app(scope, receive, send)
         else:
             await inner(scope, receive, send)
@@ -364,12 +460,11 @@ class JsonErrors:
     MESSAGES = {404: "no such endpoint; see the API at / (Swagger UI)",
                 405: "this endpoint does not accept that method"}
 
-    def __init__(self, app: Any, *, own_paths: frozenset[str] = OWN_PATHS) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.own_paths = own_paths  # answered in JSON already: pass them straight through
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self.own_paths:
+        if scope["type"] != "http" or is_own_path(scope["path"]):  # answered in JSON already
             await self.app(scope, receive, send)
             return
         held: dict[str, Any] = {}

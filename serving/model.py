@@ -79,6 +79,7 @@ def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
         "classes": list(schema.class_names),
         "metrics": metadata.get("metrics", {}),
         "served_form": metadata["served_form"],
+        "mlflow_version": metadata.get("mlflow_version"),
         "form_check": metadata.get("form_check", {}),
         "bento_tag": tag,
         "imported_at": metadata.get("imported_at"),

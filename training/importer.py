@@ -281,6 +281,8 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
         "schema": schema.to_dict(),
         "served_form": check.form,
         "form_check": check.to_dict(),
+        # /version answers this, as `mlflow models serve` answers the MLflow it runs.
+        "mlflow_version": _mlflow_version(directory),
         "sha256": hashes,
         "tracking_uri": settings.tracking_uri if settings.is_remote else "local",
         "run_url": (f"{settings.tracking_uri.rstrip('/')}/#/experiments/"
@@ -288,6 +290,13 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
         "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return labels, metadata
+
+
+def _mlflow_version(directory: Path) -> str:
+    """The MLflow version that logged the model, from its MLmodel file."""
+    import yaml
+
+    return str(yaml.safe_load((directory / MLFLOW_MODEL_DIR / "MLmodel").read_text()).get("mlflow_version", ""))
 
 
 def _model_store_path() -> Path:

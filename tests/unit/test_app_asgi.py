@@ -107,4 +107,4 @@ def test_a_model_with_text_columns_refuses_rows_and_wrong_types(mixed):
     wrong = _call(mixed, "POST", "/predict", json={"records": [{"x": 1.0, "colour": 3}]})
     assert wrong.status_code == 422 and "row 0, column 'colour'" in wrong.json()["error"]
     mlflow = _call(mixed, "POST", "/invocations", json={"inputs": {"x": ["a"], "colour": ["red"]}})
-    assert mlflow.status_code == 422 and mlflow.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert mlflow.status_code == 400 and mlflow.json()["error_code"] == "BAD_REQUEST"  # MLflow: "Failed to convert column"

@@ -1,0 +1,220 @@
+"""What `mlflow models serve` answers, as bytes: /ping, /version, CSV bodies and error bodies.
+
+Pure functions and constants, no I/O: serving.app answers the requests with them. What MLflow
+does was read in `mlflow/pyfunc/scoring_server/__init__.py` (3.17.2) and checked against its
+`invocations()` with an sklearn pipeline logged with a signature, as our models are.
+
+GET /ping (and MLflow's /health): 200, body "\\n", `content-type: application/json` (no
+charset); 404 with the same body when no model is loaded (in practice MLflow does not listen
+before its model is loaded). `ScoringServerClient.wait_server_ready()` only looks for a 200.
+
+GET /version: 200, the MLflow version as bare text ("3.17.2", not valid JSON), with
+`content-type: application/json`. MLflow answers the version of the MLflow that serves; we
+answer the version recorded in the model's MLmodel, the same one when the model was logged by
+the MLflow this project pins.
+
+POST /invocations, content types: only the media type `text/csv` is CSV (compared exactly, case
+sensitive); `application/json` is JSON, `application/vnd.apache.parquet` Parquet (we do not take
+Parquet). The only parameter allowed is `charset`, and it must be utf-8 (any case): another
+charset, another parameter or another media type is 415 with a text/plain sentence (no JSON, no
+error_code). No Content-Type at all is a 500 in MLflow (an AttributeError): we answer 415.
+
+CSV in MLflow: `pandas.read_csv(body, dtype={column: signature type})`. So: a header row, columns
+by name in any order, quoting and CRLF as the csv module reads them, a UTF-8 BOM dropped, blank
+lines skipped, and a cell equal to one of pandas' NA strings (empty, "NA", "nan", "null",
+"None", "N/A", ...: NA_STRINGS below, matched exactly, no trimming) is missing, in numeric and
+text columns alike. Numbers are read by pandas' float parser (surrounding blanks allowed,
+"inf" parsed; "1_0", "NAN" or "0x10" refused). Extra columns, a duplicated column (renamed
+"x.1") and the index column of `DataFrame.to_csv()` (an empty first header name) are ignored
+with a warning; a ragged row shifts columns into the index or fills NaN. Parameters cannot be
+sent with CSV (`params` is None).
+
+parse_csv here keeps those semantics where a request is well formed (same NA strings, same
+numbers, index column ignored) and refuses what MLflow would score wrongly or by accident:
+
+    400 not UTF-8, malformed CSV (csv.Error), empty body, no header, a header but no rows;
+    422 a model column missing from the header, an unknown or a duplicated column, a row
+        whose length is not the header's, a cell that is not a number in a numeric column,
+        a value beyond +-1e100 or infinite (as records), more than max_rows rows.
+
+MLflow's statuses and error codes for the same faults (JSON and CSV): every refusal of the body
+is 400, never 422, with `{"error_code": ..., "message": ...}` (schema failures add
+`"error_class": "SCHEMA_ENFORCEMENT_FAILED"`):
+
+    BAD_REQUEST (400): malformed JSON or not UTF-8 ("Invalid input. Ensure that input is a valid
+        JSON formatted string"), a body that is not an object, zero or several format keys, a
+        format value of the wrong shape, a dataframe_split row of the wrong length, a string in
+        a numeric column ("Failed to convert column"), anything pandas.read_csv refuses
+        (not a number, empty body: "Failed to parse input as a Pandas DataFrame"), and any
+        exception of the model itself ("Encountered an unexpected error while evaluating the
+        model": NaN or inf sent to a model that cannot take them, a header with no rows).
+    INVALID_PARAMETER_VALUE (400): schema enforcement, i.e. a missing column ("Failed to
+        predict data ... Failed to enforce schema"), positional rows under instances/inputs,
+        an empty dataframe_records list.
+    Timeout: 504 "Request processing time exceeded limit" (plain text).
+
+So error_code_for gives INVALID_PARAMETER_VALUE for column faults (missing, unknown,
+duplicated column, a number in a text column) and BAD_REQUEST for every other refusal of the
+body; for the statuses MLflow never answers on /invocations (401, 405, 408, 413, 503, ...) it
+gives the code MLflow's own ERROR_CODE_TO_HTTP_STATUS maps to that status, else BAD_REQUEST
+(4xx) or INTERNAL_ERROR (5xx).
+
+`params` (JSON only): MLflow takes the `params` key beside the format key and passes it to
+`PyFuncModel.predict(data, params=...)`. A model logged without a params schema (ours: the
+signature is inferred from X and y only) gets them dropped with a warning in the server log
+("`params` can only be specified at inference time if the model signature defines a params
+schema ... Ignoring provided params: [...]"), whatever their type, even not a dict: the answer
+is 200 and the same predictions. We accept and ignore them likewise. MLflow also ignores any
+other unknown top-level key beside one format key; we refuse it (400).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+
+from serving.contract import RequestError, check_range, check_row_count
+from serving.schema import Table, TableSchema
+
+PING_BODY = b"\n"
+PING_HEADERS = [(b"content-type", b"application/json")]
+VERSION_HEADERS = [(b"content-type", b"application/json")]
+CSV_CONTENT_TYPES = frozenset({b"text/csv"})
+
+# pandas' default na_values (pandas._libs.parsers.STR_NA_VALUES), which MLflow's read_csv uses:
+# a cell equal to one of these, exactly, is a missing value.
+NA_STRINGS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})
+
+# MLflow's ERROR_CODE_TO_HTTP_STATUS, reversed for the statuses it has one obvious code for.
+_CODE_FOR_STATUS = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND",
+                    408: "DEADLINE_EXCEEDED", 409: "RESOURCE_CONFLICT", 429: "REQUEST_LIMIT_EXCEEDED",
+                    500: "INTERNAL_ERROR", 501: "NOT_IMPLEMENTED", 503: "TEMPORARILY_UNAVAILABLE",
+                    504: "DEADLINE_EXCEEDED"}
+# Faults MLflow finds while enforcing the signature: INVALID_PARAMETER_VALUE, not BAD_REQUEST.
+_SCHEMA_REASONS = frozenset({"missing_column", "unknown_column", "duplicate_column", "not_text",
+                             "needs_records"})
+# Characters pandas' float parser can accept; anything else ("1_0", Arabic digits, "NAN") is not
+# a number to it, although Python's float() reads some of them.
+_NUMBER_CHARACTERS = frozenset("0123456789+-.eEinfatyINFATY \t")
+# Cells made of these only are parsed a column at a time (numpy reads them as float() does).
+_PLAIN_NUMBER_CHARACTERS = frozenset("0123456789+-.eE")
+
+
+def version_body(mlflow_version: str) -> bytes:
+    """The GET /version body: the version as bare text, as MLflow answers it."""
+    return mlflow_version.encode()
+
+
+def error_body(message: str, *, error_code: str = "BAD_REQUEST") -> bytes:
+    """MLflow's error document, with our own `error` key beside it (our clients read that one)."""
+    return json.dumps({"error_code": error_code, "message": message, "error": message}).encode()
+
+
+def error_code_for(status: int, reason: str) -> str:
+    """The error_code MLflow gives for a refusal of this status and reason (see the docstring)."""
+    if status in (400, 422):
+        return "INVALID_PARAMETER_VALUE" if reason in _SCHEMA_REASONS else "BAD_REQUEST"
+    if status in _CODE_FOR_STATUS:
+        return _CODE_FOR_STATUS[status]
+    return "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
+
+
+def parse_csv(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
+    """The rows of a `text/csv` /invocations body: a header row naming every model column once,
+    in any order, then one line per row; a cell in NA_STRINGS is a missing value."""
+    if not body:
+        raise RequestError(400, "the request body is empty; send a CSV table with a header row", "empty_body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(400, "the request body is not valid UTF-8", "bad_encoding") from None
+    if text.startswith("\ufeff"):  # a byte order mark, as spreadsheets write one
+        text = text[1:]
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next((row for row in reader if row), None)
+        if header is None:
+            raise RequestError(400, "the CSV body has no header row", "empty_body")
+        positions = _column_positions(header, schema)
+        header_line = reader.line_num
+        rows, lines = [], []
+        for row in reader:
+            if row:  # blank lines are skipped, as pandas does
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as error:
+        raise RequestError(400, f"the request body is not valid CSV (line {reader.line_num}: {error})",
+                           "malformed_csv") from None
+    if not rows:
+        raise RequestError(400, f"the CSV body has a header (line {header_line}) but no rows", "empty_features")
+    check_row_count(len(rows), max_rows=max_rows)
+    width = len(header)
+    for index, row in enumerate(rows):
+        if len(row) != width:
+            raise RequestError(422, f"row {index} (line {lines[index]}) has {len(row)} values; "
+                                    f"the header names {width} columns", "wrong_length")
+    numeric = np.empty((len(rows), len(schema.numeric)))
+    for j, name in enumerate(schema.numeric):
+        numeric[:, j] = _numbers(rows, lines, positions[name], name)
+    text_columns = np.empty((len(rows), len(schema.categorical)), dtype=object)
+    for j, name in enumerate(schema.categorical):
+        at = positions[name]
+        text_columns[:, j] = [None if row[at] in NA_STRINGS else row[at] for row in rows]
+    return Table(numeric=check_range(numeric), categorical=text_columns)
+
+
+def _column_positions(header: list[str], schema: TableSchema) -> dict[str, int]:
+    """Where each model column is in the header; every one exactly once, nothing else."""
+    names = header[1:] if header[0] == "" else header  # "": the index of DataFrame.to_csv()
+    offset = len(header) - len(names)
+    known = set(schema.feature_names)
+    positions: dict[str, int] = {}
+    for at, name in enumerate(names, start=offset):
+        if name in positions:
+            raise RequestError(422, f"column {name!r} appears twice in the CSV header", "duplicate_column")
+        if name not in known:
+            raise RequestError(422, f"unknown column {name[:80]!r} in the CSV header", "unknown_column")
+        positions[name] = at
+    for name in schema.feature_names:
+        if name not in positions:
+            raise RequestError(422, f"column {name!r} is missing from the CSV header "
+                                    f"(leave a cell empty for a missing value)", "missing_column")
+    return positions
+
+
+def _numbers(rows: list[list[str]], lines: list[int], at: int, name: str) -> np.ndarray:
+    """One numeric column as float64, NaN where the cell is an NA string."""
+    cells = [row[at] for row in rows]
+    try:  # the common case at C speed: plain decimal numbers, nothing missing
+        if not set("".join(cells)) - _PLAIN_NUMBER_CHARACTERS:
+            return np.array(cells, dtype=np.float64)
+    except ValueError:
+        pass  # an empty cell or a stray sign: cell by cell, for the missing value or the error
+    values = np.empty(len(cells))
+    for index, cell in enumerate(cells):
+        if cell in NA_STRINGS:
+            values[index] = np.nan
+            continue
+        value = _number(cell)
+        if value is None:
+            raise RequestError(422, f"row {index} (line {lines[index]}), column {name!r}: "
+                                    f"{cell[:40]!r} is not a number", "not_a_number")
+        values[index] = value
+    return values
+
+
+def _number(cell: str) -> float | None:
+    """The cell as pandas reads a float, or None if it is not a number to pandas."""
+    if not cell or not set(cell) <= _NUMBER_CHARACTERS:
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return None if value != value else value  # "NAN", "+nan": pandas refuses those spellings

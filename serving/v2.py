@@ -1,0 +1,444 @@
+"""The Open Inference Protocol (V2: KServe, Seldon MLServer, Triton) over REST, as pure functions.
+
+The HTTP app routes a request with `route`, answers the metadata endpoints with
+`server_metadata` / `model_metadata`, checks the model named in the path with `check_model`,
+reads an inference body with `parse_infer` and writes the answer with `format_infer`.
+
+Tensors. A model whose columns are all numbers takes one input (named `input`; any single
+name is accepted) of shape [rows, n_features], FP64 or FP32 (INT64 and INT32 values are
+accepted too). A model with text columns takes one input per column, named as the column,
+of shape [rows] or [rows, 1]: numbers for numeric columns, BYTES (strings) for text columns.
+An all-numeric model takes that per-column form too, when a request sends several inputs.
+`data` is row-major, flat or nested as the shape. The binary tensor data extension is read
+too (tritonclient sends binary inputs by default): the JSON part is the first `header_length`
+bytes (the `Inference-Header-Content-Length` header), each input with a `binary_data_size`
+parameter takes its bytes, in order, from the rest. Answers are always JSON, which clients
+read whether or not they asked for binary outputs.
+
+The protocol has no null: a missing value can only be NaN in a float tensor, and JSON has no
+NaN, so only binary float data can carry one. Every refusal is a RequestError whose message is
+one sentence, answered as `{"error": message}`, the protocol's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import orjson
+
+from serving.contract import MAX_ABS_FEATURE, RequestError, load_json_object
+from serving.schema import Table, TableSchema
+
+SERVER_NAME = "classification_service"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("label", "probabilities", "class_index")
+
+# The datatypes a numeric column or the feature matrix accepts, as little-endian numpy types.
+NUMERIC_DATATYPES = {"FP64": np.dtype("<f8"), "FP32": np.dtype("<f4"),
+                     "INT64": np.dtype("<i8"), "INT32": np.dtype("<i4")}
+FLOAT_DATATYPES = frozenset({"FP64", "FP32"})
+TEXT_DATATYPE = "BYTES"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+_REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
+_EXAMPLE = '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [...]}]}'
+_GET = ("GET", "HEAD")
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A checked inference request: the rows to score, the id to echo, the outputs asked for."""
+
+    table: Table
+    id: str | None
+    outputs: list[str] | None  # None: every output
+
+
+@dataclass
+class _Tensor:
+    """One input tensor as the request declares it; its values are read once the model's
+    expectations (datatype, shape) have been checked."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: object  # the JSON `data`, or None when the values are binary
+    binary_size: int | None
+    raw: bytes = b""
+
+
+def _bad(message: str, reason: str) -> RequestError:
+    return RequestError(400, message, reason)
+
+
+def _show(value: object) -> str:
+    """A JSON value, shortened for an error message."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# Routing and metadata -----------------------------------------------------------------------
+
+def route(method: str, path: str) -> tuple[str, str | None, str | None]:
+    """Classify a /v2 path: (kind, model name or None, version or None).
+
+    kinds: "live" (GET /v2/health/live), "ready" (GET /v2/health/ready), "server" (GET /v2),
+    "model" (GET /v2/models/{name}[/versions/{v}]), "model_ready" (GET
+    /v2/models/{name}[/versions/{v}]/ready), "infer" (POST /v2/models/{name}[/versions/{v}]/infer),
+    "not_found" for any other path, "method" when the path is known but the method is wrong
+    (POST is the only method of an infer path; GET and HEAD of the others).
+    One trailing slash is ignored. The path is the decoded one (ASGI's scope["path"]).
+    """
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    segments = path.split("/")[1:] if path.startswith("/") else []
+    name = version = None
+    if segments == ["v2"]:
+        kind = "server"
+    elif segments == ["v2", "health", "live"]:
+        kind = "live"
+    elif segments == ["v2", "health", "ready"]:
+        kind = "ready"
+    elif len(segments) >= 3 and segments[:2] == ["v2", "models"] and segments[2]:
+        name, rest = segments[2], segments[3:]
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2 or not rest[1]:
+                return "not_found", None, None
+            version, rest = rest[1], rest[2:]
+        kind = {(): "model", ("ready",): "model_ready", ("infer",): "infer"}.get(tuple(rest), "not_found")
+    else:
+        kind = "not_found"
+    if kind == "not_found":
+        return kind, None, None
+    if method not in (("POST",) if kind == "infer" else _GET):
+        return "method", name, version
+    return kind, name, version
+
+
+def server_metadata(*, version: str) -> dict:
+    """The answer to GET /v2."""
+    return {"name": SERVER_NAME, "version": version, "extensions": []}
+
+
+def model_metadata(*, schema: TableSchema, name: str, version: str, platform: str) -> dict:
+    """The answer to GET /v2/models/{name}[/versions/{v}]: the input and output tensors."""
+    if schema.all_numeric:
+        inputs = [{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, len(schema.features)]}]
+    else:
+        inputs = [{"name": feature.name, "datatype": "FP64" if feature.name in schema.numeric else TEXT_DATATYPE,
+                   "shape": [-1]} for feature in schema.features]
+    outputs = [{"name": "label", "datatype": TEXT_DATATYPE, "shape": [-1]},
+               {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(schema.class_names)]},
+               {"name": "class_index", "datatype": "INT64", "shape": [-1]}]
+    return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs}
+
+
+def check_model(name: str | None, version: str | None, *, served_name: str, served_version: str) -> None:
+    """Refuse (404) a path naming another model, or another version of this one."""
+    if name is not None and name != served_name:
+        raise RequestError(404, f"model {name!r} is not served here; this server serves {served_name!r}",
+                           "unknown_model")
+    if version is not None and version != served_version:
+        raise RequestError(404, f"model {served_name!r} has no version {version!r} here; "
+                                f"this server serves version {served_version!r}", "unknown_model")
+
+
+# Inference request --------------------------------------------------------------------------
+
+def parse_infer(body: bytes, *, schema: TableSchema, max_rows: int,
+                header_length: int | None = None) -> InferRequest:
+    """Check an inference request body and return its rows as a Table.
+
+    header_length: the `Inference-Header-Content-Length` header, when the request has one
+    (binary tensor data follows the JSON part); None when the whole body is JSON.
+    """
+    if header_length is None:
+        header, binary = body, b""
+    else:
+        if not 0 < header_length <= len(body):
+            raise _bad(f"the Inference-Header-Content-Length header ({header_length}) does not fit "
+                       f"a body of {len(body)} bytes", "bad_header_length")
+        header, binary = body[:header_length], body[header_length:]
+    try:
+        document = load_json_object(header, example=_EXAMPLE)
+    except RequestError as error:
+        if header_length is None and error.reason in ("malformed_json", "bad_encoding") \
+                and b'"binary_data_size"' in body:
+            raise _bad("the body holds binary tensor data but no Inference-Header-Content-Length "
+                       "header says where its JSON part ends", "binary_without_header") from None
+        raise
+    extra = sorted(set(document) - _REQUEST_KEYS)
+    if extra:
+        raise _bad(f"unknown key(s) {', '.join(map(repr, extra))}: an inference request holds "
+                   "'inputs' and optionally 'id', 'parameters' and 'outputs'", "unknown_keys")
+    request_id = document.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise _bad("'id' must be a string", "bad_id")
+    if not isinstance(document.get("parameters", {}), dict):
+        raise _bad("'parameters' must be an object", "bad_parameters")
+    if "inputs" not in document:
+        raise _bad(f"the 'inputs' key is missing; send {_EXAMPLE}", "missing_inputs")
+    inputs = document["inputs"]
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("'inputs' must be a non-empty list of tensors", "missing_inputs")
+    tensors = [_read_tensor(tensor, index) for index, tensor in enumerate(inputs)]
+    names = [tensor.name for tensor in tensors]
+    duplicated = next((name for name in names if names.count(name) > 1), None)
+    if duplicated is not None:
+        raise _bad(f"input {duplicated!r} is given more than once", "duplicate_input")
+    _attach_binary(tensors, binary)
+    if schema.all_numeric and len(tensors) == 1:
+        table = _matrix_table(tensors[0], schema=schema, max_rows=max_rows)
+    else:
+        table = _column_table(tensors, schema=schema, max_rows=max_rows)
+    return InferRequest(table=table, id=request_id, outputs=_requested_outputs(document.get("outputs")))
+
+
+def _read_tensor(tensor: object, index: int) -> _Tensor:
+    """The declaration of one input: name, datatype, shape, and where its values are."""
+    if not isinstance(tensor, dict):
+        raise _bad(f"input {index} is not an object with 'name', 'shape', 'datatype' and 'data'", "bad_tensor")
+    name = tensor.get("name")
+    if type(name) is not str:
+        raise _bad(f"input {index} has no 'name' string", "bad_tensor")
+    extra = sorted(set(tensor) - _INPUT_KEYS)
+    if extra:
+        raise _bad(f"input {name!r} has unknown key(s) {', '.join(map(repr, extra))}", "unknown_keys")
+    datatype = tensor.get("datatype")
+    if type(datatype) is not str:
+        raise _bad(f"input {name!r} has no 'datatype' string", "bad_tensor")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _bad(f"input {name!r}: 'shape' must be a list of non-negative integers", "bad_shape")
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise _bad(f"input {name!r}: 'parameters' must be an object", "bad_parameters")
+    binary_size = parameters.get("binary_data_size")
+    if binary_size is not None:
+        if type(binary_size) is not int or binary_size < 0:
+            raise _bad(f"input {name!r}: 'binary_data_size' must be a non-negative integer", "bad_binary")
+        if "data" in tensor:
+            raise _bad(f"input {name!r} has both 'data' and a binary_data_size parameter", "bad_binary")
+    elif "data" not in tensor:
+        raise _bad(f"input {name!r} has no 'data'", "missing_data")
+    return _Tensor(name=name, datatype=datatype, shape=shape, data=tensor.get("data"), binary_size=binary_size)
+
+
+def _attach_binary(tensors: list[_Tensor], binary: bytes) -> None:
+    """Hand each binary input its bytes, in the order of the inputs."""
+    expected = sum(t.binary_size for t in tensors if t.binary_size is not None)
+    if expected != len(binary):
+        raise _bad(f"the inputs' binary_data_size parameters add up to {expected} bytes, but "
+                   f"{len(binary)} bytes of binary data follow the JSON", "bad_binary")
+    offset = 0
+    for tensor in tensors:
+        if tensor.binary_size is not None:
+            tensor.raw = binary[offset:offset + tensor.binary_size]
+            offset += tensor.binary_size
+
+
+def _requested_outputs(outputs: object) -> list[str] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list):
+        raise _bad("'outputs' must be a list of objects with a 'name'", "bad_outputs")
+    names = []
+    for index, output in enumerate(outputs):
+        if not isinstance(output, dict) or type(output.get("name")) is not str:
+            raise _bad(f"output {index} is not an object with a 'name' string", "bad_outputs")
+        name = output["name"]
+        extra = sorted(set(output) - _OUTPUT_KEYS)
+        if extra:
+            raise _bad(f"output {name!r} has unknown key(s) {', '.join(map(repr, extra))}", "unknown_keys")
+        if not isinstance(output.get("parameters", {}), dict):
+            raise _bad(f"output {name!r}: 'parameters' must be an object", "bad_parameters")
+        if name not in OUTPUT_NAMES:
+            raise _bad(f"unknown output {name!r}; this model's outputs are {', '.join(OUTPUT_NAMES)}", "unknown_output")
+        if name in names:
+            raise _bad(f"output {name!r} is asked for more than once", "duplicate_output")
+        names.append(name)
+    return names or None  # no outputs named: all of them, as the protocol says
+
+
+def _check_rows(rows: int, *, max_rows: int) -> None:
+    if rows == 0:
+        raise _bad("there are no rows to score (the first dimension of the shape is 0)", "empty_features")
+    if rows > max_rows:
+        raise _bad(f"{rows} rows is more than the limit of {max_rows} per request", "too_many_rows")
+
+
+def _matrix_table(tensor: _Tensor, *, schema: TableSchema, max_rows: int) -> Table:
+    """One [rows, n_features] tensor of numbers for an all-numeric model."""
+    n_features = len(schema.features)
+    if tensor.datatype not in NUMERIC_DATATYPES:
+        raise _bad(f"input {tensor.name!r} has datatype {tensor.datatype}; this model takes "
+                   "FP64 or FP32 (or INT64, INT32)", "wrong_datatype")
+    shape = tensor.shape
+    if not (len(shape) == 2 and shape[1] == n_features or len(shape) == 1 and n_features == 1):
+        raise _bad(f"input {tensor.name!r} has shape {shape}; this model takes shape [-1, {n_features}] "
+                   f"(rows of {n_features} features)", "wrong_shape")
+    rows = shape[0]
+    _check_rows(rows, max_rows=max_rows)
+    values = _numbers(tensor, width=n_features)
+    return Table.from_numbers(values.reshape(rows, n_features))
+
+
+def _column_table(tensors: list[_Tensor], *, schema: TableSchema, max_rows: int) -> Table:
+    """One [rows] (or [rows, 1]) tensor per column, named as the column."""
+    by_name = {tensor.name: tensor for tensor in tensors}
+    expected = schema.feature_names
+    listed = ", ".join(map(repr, expected))
+    unknown = [name for name in by_name if name not in expected]
+    if unknown:
+        hint = f"one input named {INPUT_NAME!r}, or " if schema.all_numeric else ""
+        raise _bad(f"unknown input {unknown[0]!r}; this model takes {hint}one input per column: {listed}",
+                   "unknown_input")
+    missing = [name for name in expected if name not in by_name]
+    if missing:
+        raise _bad(f"input {missing[0]!r} is missing; this model takes one input per column: {listed}",
+                   "missing_input")
+    numeric_names, text_names = set(schema.numeric), set(schema.categorical)
+    for tensor in tensors:
+        if tensor.name in numeric_names and tensor.datatype not in NUMERIC_DATATYPES:
+            raise _bad(f"input {tensor.name!r} has datatype {tensor.datatype}; this numeric column takes "
+                       "FP64 or FP32 (or INT64, INT32)", "wrong_datatype")
+        if tensor.name in text_names and tensor.datatype != TEXT_DATATYPE:
+            raise _bad(f"input {tensor.name!r} has datatype {tensor.datatype}; this text column takes BYTES",
+                       "wrong_datatype")
+        if not (len(tensor.shape) == 1 or len(tensor.shape) == 2 and tensor.shape[1] == 1):
+            raise _bad(f"input {tensor.name!r} has shape {tensor.shape}; a column takes shape [-1] or [-1, 1]",
+                       "wrong_shape")
+    rows = {tensor.name: tensor.shape[0] for tensor in tensors}
+    if len(set(rows.values())) != 1:
+        counts = ", ".join(f"{name!r}: {count}" for name, count in rows.items())
+        raise _bad(f"the inputs have different numbers of rows ({counts})", "wrong_shape")
+    count = tensors[0].shape[0]
+    _check_rows(count, max_rows=max_rows)
+    numeric = np.empty((count, len(schema.numeric)))
+    for j, name in enumerate(schema.numeric):
+        numeric[:, j] = _numbers(by_name[name], width=1)
+    text = np.empty((count, len(schema.categorical)), dtype=object)
+    for j, name in enumerate(schema.categorical):
+        text[:, j] = _strings(by_name[name])
+    return Table(numeric=numeric, categorical=text)
+
+
+def _flat_data(tensor: _Tensor) -> list:
+    """The JSON data of a tensor, flattened row-major; flat or nested as the shape."""
+    data, shape = tensor.data, tensor.shape
+    if not isinstance(data, list):
+        raise _bad(f"input {tensor.name!r}: 'data' must be a list of values", "bad_data")
+    if len(shape) == 2 and data and type(data[0]) is list:  # nested: one list per row
+        if len(data) != shape[0] or not all(type(row) is list and len(row) == shape[1] for row in data):
+            raise _bad(f"input {tensor.name!r}: the nested 'data' is not shaped {shape} "
+                       f"({shape[0]} lists of {shape[1]} values)", "wrong_length")
+        data = list(chain.from_iterable(data))
+    size = math.prod(shape)
+    if len(data) != size:
+        raise _bad(f"input {tensor.name!r} has {len(data)} values; shape {shape} needs {size}", "wrong_length")
+    return data
+
+
+def _numbers(tensor: _Tensor, *, width: int) -> np.ndarray:
+    """The values of a numeric tensor as a flat float64 array; NaN (missing) only from binary floats."""
+    datatype = tensor.datatype
+    is_float = datatype in FLOAT_DATATYPES
+    if tensor.binary_size is None:
+        values = _flat_data(tensor)
+        allowed = (int, float) if is_float else (int,)
+        kinds = set(map(type, values))
+        if not kinds.issubset(allowed):  # bool is an int subclass: compared by exact type
+            bad = next(v for v in values if type(v) not in allowed)
+            wanted = "a number" if is_float else f"an integer ({datatype})"
+            raise _bad(f"input {tensor.name!r} holds {_show(bad)}, which is not {wanted}", "not_a_number")
+        try:
+            X = np.array(values, dtype=np.float64 if is_float else NUMERIC_DATATYPES[datatype])
+        except OverflowError:
+            raise _bad(f"input {tensor.name!r} holds a value that does not fit {datatype}", "not_finite") from None
+        X = X.astype(np.float64, copy=False)
+    else:
+        size = math.prod(tensor.shape)
+        dtype = NUMERIC_DATATYPES[datatype]
+        if len(tensor.raw) != size * dtype.itemsize:
+            raise _bad(f"input {tensor.name!r} has {len(tensor.raw)} bytes of binary data; shape {tensor.shape} "
+                       f"of {datatype} needs {size * dtype.itemsize}", "wrong_length")
+        X = np.frombuffer(tensor.raw, dtype=dtype).astype(np.float64)
+    outside = np.abs(X) > MAX_ABS_FEATURE  # True for inf, False for NaN
+    if datatype == "FP32" and tensor.binary_size is None:
+        outside |= np.abs(X) > _FLOAT32_MAX
+    if outside.any():
+        row = int(np.argmax(outside)) // width
+        raise _bad(f"input {tensor.name!r}, row {row} holds a value outside the accepted range "
+                   f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}" + (" (or FP32's)" if datatype == "FP32" else ""),
+                   "out_of_range")
+    if datatype == "FP32" and tensor.binary_size is None:
+        X = X.astype(np.float32).astype(np.float64)  # the values an FP32 tensor holds
+    return X
+
+
+def _strings(tensor: _Tensor) -> list[str]:
+    """The values of a BYTES tensor as text."""
+    if tensor.binary_size is None:
+        values = _flat_data(tensor)
+        if not all(type(v) is str for v in values):
+            bad = next(v for v in values if type(v) is not str)
+            if bad is None:
+                raise _bad(f"input {tensor.name!r} holds null: a BYTES tensor cannot carry a missing value",
+                           "not_text")
+            raise _bad(f"input {tensor.name!r} holds {_show(bad)}, which is not text (BYTES values are strings)",
+                       "not_text")
+        return values
+    size, raw, offset, values = math.prod(tensor.shape), tensor.raw, 0, []
+    while offset < len(raw) and len(values) < size:
+        if offset + 4 > len(raw):
+            break
+        (length,) = struct.unpack_from("<I", raw, offset)
+        element = raw[offset + 4:offset + 4 + length]
+        if len(element) != length:
+            break
+        try:
+            values.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _bad(f"input {tensor.name!r}, element {len(values)} is not valid UTF-8 text", "bad_encoding") from None
+        offset += 4 + length
+    if len(values) != size or offset != len(raw):
+        raise _bad(f"input {tensor.name!r}: the binary data is not {size} length-prefixed BYTES elements "
+                   f"for shape {tensor.shape}", "wrong_length")
+    return values
+
+
+# Inference response -------------------------------------------------------------------------
+
+def format_infer(probabilities: np.ndarray, *, schema: TableSchema, name: str, version: str,
+                 request: InferRequest) -> bytes:
+    """The JSON answer: the outputs asked for (all by default), each with flat data.
+
+    Numbers are written by orjson as their shortest exact repr, as /predict writes them: both
+    endpoints give the very same doubles for the same rows.
+    """
+    probabilities = np.ascontiguousarray(probabilities, dtype=np.float64)
+    rows, n_classes = probabilities.shape
+    index = probabilities.argmax(axis=1)
+    outputs = []
+    for output in request.outputs or OUTPUT_NAMES:
+        if output == "label":
+            labels = np.asarray(schema.class_names, dtype=object)[index].tolist()
+            outputs.append({"name": "label", "datatype": TEXT_DATATYPE, "shape": [rows], "data": labels})
+        elif output == "probabilities":
+            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [rows, n_classes],
+                            "data": probabilities.ravel()})
+        else:
+            outputs.append({"name": "class_index", "datatype": "INT64", "shape": [rows],
+                            "data": index.astype(np.int64)})
+    answer: dict = {"model_name": name, "model_version": version}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = outputs
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
