@@ -13,7 +13,7 @@ import time
 from typing import Annotated, Any
 
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from serving.contract import (
@@ -149,6 +149,29 @@ _ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in
     503: "model not loaded"}.items()}
 
 
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    """An Open Inference Protocol V2 inference request."""
+
+    id: str | None = None
+    inputs: list[V2Tensor]
+    outputs: list[dict[str, Any]] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+_V2_ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
+    400: "a bad tensor: wrong name, shape, datatype or data", 401: "missing or wrong API key",
+    404: "another model name or version", 405: "wrong method",
+    413: "body over the size limit", 503: "model not loaded"}.items()}
+
+
 class PredictionApp(FastAPI):
     """Serves /health and /predict from a loaded model; FastAPI only for the OpenAPI schema."""
 
@@ -162,6 +185,7 @@ class PredictionApp(FastAPI):
         self.metrics: ServiceMetrics | None = None
         self.fast_path = True
         self.inner: Any = None  # BentoML's own ASGI app, set by in_front_of
+        self.model_name = ""
         self._health_body = b""
         self._metadata_body = b""
         self._declare_routes(schema=None)
@@ -186,6 +210,33 @@ class PredictionApp(FastAPI):
             """`mlflow models serve` compatible scoring: dataframe_split, dataframe_records,
             instances or inputs in; class indices out, as MLflow answers for this model."""
 
+        @self.get("/ping", response_class=Response, responses={200: {"description": "ready"},
+                                                               404: {"description": "model not loaded"}})
+        def ping() -> None:
+            """MLflow's readiness probe (`ScoringServerClient.wait_server_ready`)."""
+
+        @self.get("/version", response_class=Response, responses={200: {"description": "MLflow version"}})
+        def version() -> None:
+            """The MLflow version that logged the served model, as bare text."""
+
+        name = self.model_name if schema is not None else "{model_name}"
+
+        @self.get("/v2/health/live", tags=["Open Inference Protocol V2"])
+        def v2_live() -> dict[str, bool]:
+            """V2 liveness."""
+
+        @self.get("/v2/health/ready", tags=["Open Inference Protocol V2"], responses={503: {"description": "not ready"}})
+        def v2_ready() -> dict[str, bool]:
+            """V2 readiness: 200 once the model is loaded."""
+
+        @self.get(f"/v2/models/{name}", tags=["Open Inference Protocol V2"], responses=_V2_ERRORS)
+        def v2_model_metadata() -> dict[str, Any]:
+            """V2 model metadata: inputs (datatype, shape) and outputs."""
+
+        @self.post(f"/v2/models/{name}/infer", tags=["Open Inference Protocol V2"], responses=_V2_ERRORS)
+        def v2_infer(request: V2InferRequest) -> dict[str, Any]:
+            """V2 inference: a [rows, features] FP64/FP32 tensor in; label, probabilities, class_index out."""
+
         @self.post("/predict", response_model=PredictResponse, responses=_ERRORS)
         # Annotations evaluated here (no `from __future__ import annotations` in this module):
         # FastAPI must see the local PredictRequest class.
@@ -204,6 +255,7 @@ class PredictionApp(FastAPI):
         self.metrics = metrics
         self._health_body = json.dumps({"status": "ok", "model": model.info}).encode()
         self._metadata_body = json.dumps(model.info).encode()
+        self.model_name = model.summary["name"]
         self._declare_routes(schema=model.schema)
         self.model = model
 
