@@ -88,14 +88,16 @@ class FormCheck:
                 "tolerance": TOLERANCE, "passed_over": self.tried}
 
 
-def resolve_production(client, *, name: str, alias: str) -> ProductionVersion:
-    """The alias target, else the highest version in the legacy Production stage."""
+def resolve_production(client, *, name: str, alias: str, fallback_to_stage: bool = True) -> ProductionVersion:
+    """The alias target, else (unless an alias was asked for) the highest version in stage Production."""
     from mlflow.exceptions import MlflowException
 
     try:
         version = client.get_model_version_by_alias(name, alias)
         resolved_by = f"@{alias}"
     except MlflowException:
+        if not fallback_to_stage:
+            raise ImportFailed(f"{name} has no alias @{alias}") from None
         staged = [v for v in client.search_model_versions(f"name = '{name}'")
                   if v.current_stage == "Production"]
         if not staged:
@@ -230,10 +232,12 @@ def import_production(*, alias: str | None = None, form: str = "auto",
 
     started = time.perf_counter()
     settings = settings or get_settings()
+    asked_for = alias is not None
     alias = alias or settings.production_alias
     connect(settings)
     client = mlflow.MlflowClient()
-    production = resolve_production(client, name=settings.registered_model_name, alias=alias)
+    production = resolve_production(client, name=settings.registered_model_name, alias=alias,
+                                    fallback_to_stage=not asked_for)
     tag = bento_tag(settings, production)
     try:
         bentoml.models.get(tag)
@@ -342,7 +346,9 @@ def save_atomically(tag: str, *, source: Path, labels: dict[str, str], metadata:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--alias", default=None, help="registry alias to import (default: production)")
+    parser.add_argument("--alias", default=None,
+                        help="registry alias to import (default: production, falling back to the "
+                             "Production stage; an alias given here must exist)")
     parser.add_argument("--form", choices=("auto", *FORMS), default="auto",
                         help="served form: auto (the fastest that verifies, default) or one to insist on")
     return parser.parse_args(argv)

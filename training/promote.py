@@ -1,12 +1,18 @@
 """Promote the best registered version: alias `production` plus the legacy `Production` stage.
 
     python -m training.promote [--metric f1] [--dataset iris] [--min-score X] [--force]
+                               [--allow-schema-change]
 
 The rule: among the versions trained on one dataset (default: that of the newest version),
 and on the same data (the same sha256: scores on different test sets do not compare), the
 highest value of the metric wins, whatever the model family; ties go to the earliest version. If the version that
 holds the alias already scores at least as well it stays, unless --force. A best score below
---min-score is refused (exit 2) and nothing changes.
+--min-score is refused and nothing changes. So is a winner whose input schema (feature
+names, types, categories) or classes differ from the production version's: every client of
+the service would break; --allow-schema-change accepts it.
+
+Exit codes: 0 promoted or kept, 1 error (nothing to promote, tracking store unreachable),
+2 usage error (bad arguments), 3 refused (--min-score, or a schema change).
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from training.config import METRICS, Settings, get_settings
+from training.config import METRICS, SCHEMA_ARTIFACT, Settings, get_settings
 from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
 
 logger = logging.getLogger(__name__)
 
 PRODUCTION_STAGE = "Production"
-EXIT_REFUSED = 2
+EXIT_REFUSED = 3  # 2 is argparse's usage error
 
 
 class PromotionError(RuntimeError):
@@ -111,6 +117,7 @@ def promote_best(
     dataset: str | None = None,
     min_score: float | None = None,
     force: bool = False,
+    allow_schema_change: bool = False,
     settings: Settings | None = None,
 ) -> PromotionResult:
     """Apply the promotion rule and return what was decided."""
@@ -134,10 +141,31 @@ def promote_best(
                        f"least the best candidate's {best.score:.4f} (use --force to replace it)")
             _align_stage(client, name=name, alias=alias)
             return PromotionResult(False, previous, held, previous, message)
+    if previous is not None and not allow_schema_change:
+        check_same_schema(client, name=name, current=previous, candidate=best)
     apply_promotion(client, name=name, alias=alias, best=best, metric=metric, previous=previous)
     message = (f"promoted {name} version {best.version} ({metric}={best.score:.4f}) to @{alias} "
                f"and stage {PRODUCTION_STAGE}; previous: {previous or 'none'}")
     return PromotionResult(True, best.version, best.score, previous, message)
+
+
+def check_same_schema(client, *, name: str, current: str, candidate: Candidate) -> None:
+    """Refuse a winner that takes other columns or predicts other classes than production."""
+    import mlflow
+
+    def schema_of(run_id: str) -> dict:
+        document = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SCHEMA_ARTIFACT}")
+        return {"features": document.get("features") or document["feature_names"],
+                "classes": document["class_names"]}
+
+    held = schema_of(client.get_model_version(name, current).run_id)
+    offered = schema_of(candidate.run_id)
+    if held != offered:
+        what = "classes" if held["features"] == offered["features"] else "input columns"
+        raise PromotionRefused(
+            f"refused: version {candidate.version} ({candidate.dataset}) takes other {what} than "
+            f"production version {current}; clients of the service would break. "
+            f"Use --allow-schema-change to promote it anyway")
 
 
 def apply_promotion(
@@ -191,6 +219,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="refuse (exit 2) if the best version scores below this")
     parser.add_argument("--force", action="store_true",
                         help="promote the best even if production scores as well")
+    parser.add_argument("--allow-schema-change", action="store_true",
+                        help="promote even if the winner takes other columns or classes than production")
     return parser.parse_args(argv)
 
 
@@ -199,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_cli_logging()
     try:
-        result = promote_best(metric=args.metric, dataset=args.dataset,
-                              min_score=args.min_score, force=args.force)
+        result = promote_best(metric=args.metric, dataset=args.dataset, min_score=args.min_score,
+                              force=args.force, allow_schema_change=args.allow_schema_change)
     except PromotionRefused as error:
         logger.error("%s", one_line(error))
         return EXIT_REFUSED

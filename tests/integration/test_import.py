@@ -96,3 +96,14 @@ def test_each_test_has_its_own_bentoml_home(tmp_path):
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     assert Path(BentoMLContainer.model_store.get()._path) == tmp_path / "bentoml" / "models"
+
+
+def test_an_alias_that_does_not_exist_is_exit_1_and_no_stage_fallback(trained_store, capsys):
+    client = mlflow.MlflowClient()
+    client.transition_model_version_stage(trained_store.registered_model_name, "2", "Production")
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _store_snapshot(home)
+    assert import_main(["--alias", "nope"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["error: ClassificationModel has no alias @nope"]
+    assert _store_snapshot(home) == before

@@ -79,7 +79,7 @@ def test_min_score_above_best_exits_2_and_changes_nothing(trained_store, capsys)
     assert promote_main([]) == 0
     client = mlflow.MlflowClient()
     before = _registry_state(client, name)
-    assert promote_main(["--min-score", "1.01"]) == 2
+    assert promote_main(["--min-score", "1.01"]) == 3
     assert "below --min-score 1.01" in capsys.readouterr().out
     assert _registry_state(client, name) == before
 
@@ -122,3 +122,31 @@ def test_concurrent_promotions_leave_one_production_version(trained_store):
                   if v.current_stage == "Production"]
         holder = str(client.get_model_version_by_alias(name, "production").version)
         assert staged == [holder], (round_, staged, holder)
+
+
+def test_a_winner_with_another_schema_is_refused_unless_allowed(trained_store, capsys):
+    promote_best()
+    client = mlflow.MlflowClient()
+    name = trained_store.registered_model_name
+    held = client.get_model_version_by_alias(name, "production").version
+    run_experiments(dataset_name="wine", grid=lr_grid([1.0], ["l2"]))  # the newest: wine
+    capsys.readouterr()
+    assert promote_main([]) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "other input columns" in lines[0] and "--allow-schema-change" in lines[0]
+    assert client.get_model_version_by_alias(name, "production").version == held
+    assert promote_main(["--allow-schema-change"]) == 0
+    assert client.get_model_version_by_alias(name, "production").tags["dataset"] == "wine"
+
+
+def test_a_dataset_without_versions_is_named_in_one_line(trained_store, capsys):
+    assert promote_main(["--dataset", "breast_cancer"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["error: no version of ClassificationModel was trained on breast_cancer"]
+
+
+def test_a_usage_error_is_exit_2_and_a_refusal_exit_3(trained_store):
+    with pytest.raises(SystemExit) as usage:
+        promote_main(["--min-score", "not-a-number"])
+    assert usage.value.code == 2
+    assert promote_main(["--min-score", "1.01"]) == 3
