@@ -96,7 +96,9 @@ def run_experiments(
     connect(settings)
     mlflow.set_experiment(experiment_id=ensure_experiment(settings))
 
+    ensure_registered_model(settings.registered_model_name)
     results: list[RunResult] = []
+    started = time.perf_counter()
     with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:
         mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "kind": "sweep"})
         mlflow.log_params({"dataset_name": dataset.name, "data_sha256": dataset.sha256,
@@ -106,10 +108,12 @@ def run_experiments(
             result = log_run(point, dataset=dataset, split=split, test_size=test_size,
                              random_state=random_state, settings=settings)
             results.append(result)
+            elapsed = time.perf_counter() - started
             logger.info(
-                "run %d/%d  %s  %s  -> %s v%s", index, len(grid), point.describe(),
+                "run %d/%d  %s  %s  -> %s v%s  [%s]", index, len(grid), point.describe(),
                 "  ".join(f"{k}={result.metrics[k]:.4f}" for k in METRICS),
                 settings.registered_model_name, result.version,
+                progress(elapsed=elapsed, done=index, total=len(grid)),
             )
         log_sweep_summary(results)
         logger.info("sweep run %s in experiment %s", parent.info.run_id, settings.experiment_name)
@@ -148,6 +152,28 @@ def log_run(
         version = log_and_register_model(pipeline, X_test=split.X_test, metrics=metrics,
                                          point=point, dataset=dataset, settings=settings)
     return RunResult(params=point, metrics=metrics, run_id=run.info.run_id, version=version)
+
+
+def progress(*, elapsed: float, done: int, total: int) -> str:
+    """`12 s elapsed, about 30 s left`: the runs so far predict the rest."""
+    left = elapsed / done * (total - done)
+    return f"{elapsed:.0f} s elapsed" + (f", about {left:.0f} s left" if done < total else "")
+
+
+def ensure_registered_model(name: str) -> None:
+    """Create the registered model unless it exists (a concurrent sweep may create it first)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name)
+        except MlflowException as error:
+            if "already exists" not in str(error).lower() and "ALREADY_EXISTS" not in error.error_code:
+                raise
 
 
 def table_schema(dataset: Dataset) -> TableSchema:
@@ -223,10 +249,13 @@ def log_and_register_model(
         # The types of the pipeline we just built (the one-hot encoder's dtype, for one):
         # whoever loads the model can then do so without trusting anything more.
         skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
-        registered_model_name=settings.registered_model_name,
     )
-    version = str(info.registered_model_version)
+    # Registered through the client rather than log_model(registered_model_name=...), which
+    # prints two lines per version to stderr that nothing can silence.
     client = mlflow.MlflowClient()
+    version = str(client.create_model_version(
+        settings.registered_model_name, source=info.model_uri, run_id=info.run_id,
+        model_id=info.model_id).version)
     settings_text = ", ".join(f"{k}={format_value(v)}" for k, v in point.params.items())
     client.update_model_version(
         settings.registered_model_name, version,

@@ -66,6 +66,8 @@ def ensure_experiment(settings: Settings) -> str:
 def configure_cli_logging() -> None:
     """Plain lines on stdout for the commands; MLflow's own chatter only from warnings up."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    # MLflow sets its own loggers' level when it is first imported, which may come later.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

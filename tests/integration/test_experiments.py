@@ -168,3 +168,22 @@ def test_bad_grid_value_is_a_usage_error(mlflow_store, capsys):
         experiments_main(["--C", "-1"])
     assert exit_info.value.code == 2
     assert "C must be a positive number" in capsys.readouterr().err
+
+
+def test_a_sweep_prints_progress_and_no_mlflow_chatter(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-m", "training.experiments", "--C", "1", "10", "--penalty", "l2"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""
+    lines = proc.stdout.splitlines()
+    assert "[" in lines[0] and "elapsed, about" in lines[0] and lines[0].startswith("run 1/2")
+    assert lines[1].startswith("run 2/2") and "elapsed]" in lines[1]
+    assert not [line for line in lines if "mlflow" in line.lower() and "tracking store" not in line]
