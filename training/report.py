@@ -1,6 +1,6 @@
 """One PNG page comparing the runs of the latest sweep, written locally and logged to MLflow.
 
-    python -m training.report [--output sweep_report.png] [--metric f1]
+    python -m training.report [--output reports/sweep_report.png] [--metric f1]
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each slow step happens once per session: build and start the compose `mlflow` service, train,
 promote and import against it, `bentoml build` + `bentoml containerize`, run the image.
-Everything is torn down at the end. Without a usable podman or docker the tests are skipped:
-on a build machine run `../shared/containers/prepare.sh` and `. /tmp/containers/env.sh` first.
+Everything is torn down at the end. Without a usable podman or docker the tests are skipped
+with the reason.
 """
 
 from __future__ import annotations
@@ -137,16 +137,16 @@ def engine() -> Engine:
     """podman or docker, with its compose; skip the container tests when there is none."""
     found, why = find_engine()
     if found is None:
-        pytest.skip(f"no usable container engine ({why}); run ../shared/containers/prepare.sh "
-                    "and `. /tmp/containers/env.sh`, or install docker with compose")
+        pytest.skip(f"no usable container engine ({why}); install Docker with compose, or Podman "
+                    "with podman-compose and set CONTAINER_ENGINE=podman, to run them")
     # Both Dockerfiles (ours and BentoML's) start from it: without it nothing can be built.
     if found.run("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
         pulled = found.run("pull", BASE_IMAGE, check=False, timeout=600)
         if pulled.returncode != 0:
             last = (pulled.stderr or pulled.stdout).strip().splitlines()
             pytest.skip(f"{found.name} has no {BASE_IMAGE} and cannot pull it "
-                        f"({last[-1] if last else pulled.returncode}); on a machine without a "
-                        "registry run ../shared/containers/prepare.sh and `. /tmp/containers/env.sh`")
+                        f"({last[-1] if last else pulled.returncode}); pull or load that image "
+                        "first to run them")
     return found
 
 
