@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -98,3 +99,41 @@ def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_templ
     directory.mkdir()
     shutil.copy(trained_template / "mlflow.db", directory / "mlflow.db")
     return use_store(monkeypatch, directory)
+
+
+# Test classes that CI must run: `REQUIRE=containers,postgres` turns a skip of any of their
+# tests into a failure (with the skip's reason), and a run that collects none of them into an
+# error. On a user's machine, without REQUIRE, they skip with the reason.
+REQUIRABLE = {
+    "containers": lambda item: item.get_closest_marker("container") is not None,
+    "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
+}
+
+
+def required_classes() -> list[str]:
+    """The classes named in $REQUIRE; an unknown name is a usage error."""
+    names = [name.strip() for name in os.environ.get("REQUIRE", "").split(",") if name.strip()]
+    unknown = sorted(set(names) - set(REQUIRABLE))
+    if unknown:
+        raise pytest.UsageError(f"REQUIRE names unknown test classes {unknown}; known: {sorted(REQUIRABLE)}")
+    return names
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for name in required_classes():
+        if not any(REQUIRABLE[name](item) for item in items):
+            raise pytest.UsageError(f"REQUIRE={name}, but no test of that class was collected")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    for name in required_classes():
+        if REQUIRABLE[name](item):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            report.outcome = "failed"
+            report.longrepr = f"REQUIRE={name}: this test must run here, but it was skipped: {reason}"
+            return

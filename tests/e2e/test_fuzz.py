@@ -10,18 +10,42 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 
 pytestmark = pytest.mark.e2e
 
-# GET /health takes no input, so there is no invalid request to generate for it.
-CASES = [("/predict", "POST", GenerationMode.POSITIVE), ("/predict", "POST", GenerationMode.NEGATIVE),
-         ("/health", "GET", GenerationMode.POSITIVE)]
+POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
+MODEL_PATH = "/v2/models/ClassificationModel"  # /docs.json lists the V2 routes with the served name
+
+# GET routes without parameters take no input, so there is no invalid request to generate for them.
+CASES = [("/predict", "POST", POSITIVE), ("/predict", "POST", NEGATIVE),
+         ("/health", "GET", POSITIVE),
+         ("/invocations", "POST", POSITIVE), ("/invocations", "POST", NEGATIVE),
+         (f"{MODEL_PATH}/infer", "POST", POSITIVE), (f"{MODEL_PATH}/infer", "POST", NEGATIVE),
+         ("/ping", "GET", POSITIVE), ("/version", "GET", POSITIVE), (MODEL_PATH, "GET", POSITIVE)]
+
+# OpenAPI gaps (the declarations in serving/app.py), reported to the lead: these request bodies
+# are declared looser than what the server accepts, so every "schema-valid" example schemathesis
+# generates is refused with a (documented) 400, and its positive_data_acceptance check (ST202,
+# "Schema-valid request rejected") fails. That one check is left out for them below and held
+# to account by the strict xfail of test_requests_valid_by_the_schema_are_accepted.
+LOOSE_REQUEST_SCHEMAS = {
+    ("/invocations", "POST"): (
+        "OpenAPI gap: POST /invocations declares its body as any JSON object (FastAPI `dict[str, Any]`), "
+        "so schemathesis sends e.g. {} and gets 400 'the body needs exactly one of dataframe_split, "
+        "dataframe_records, instances, inputs'; the text/csv body is not declared at all"),
+    (f"{MODEL_PATH}/infer", "POST"): (
+        "OpenAPI gap: POST /v2/models/{name}/infer declares V2InferRequest with any number of inputs "
+        "and any name, shape, datatype and data, so schemathesis sends e.g. {\"inputs\": []} and gets "
+        "400 \"'inputs' must be a non-empty list of tensors\""),
+}
 
 
-@pytest.mark.parametrize("path, method, mode", CASES, ids=lambda v: getattr(v, "value", v))
-def test_no_5xx_and_responses_match_the_schema(served, path, method, mode):
-    schema = schemathesis.openapi.from_url(f"{served.url}/docs.json")
+def _fuzz(url: str, path: str, method: str, mode: GenerationMode, **validate) -> list[int]:
+    """Run up to 100 generated requests against one operation; the statuses seen."""
+    schema = schemathesis.openapi.from_url(f"{url}/docs.json")
     operation = schema[path][method]
     seen: list[int] = []
 
@@ -29,11 +53,26 @@ def test_no_5xx_and_responses_match_the_schema(served, path, method, mode):
     @settings(max_examples=100, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case):
-        response = case.call(base_url=served.url, timeout=10)
+        response = case.call(base_url=url, timeout=10)
         seen.append(response.status_code)
         assert response.status_code < 500, response.text
-        case.validate_response(response)
+        case.validate_response(response, **validate)
 
     check()
+    return seen
+
+
+@pytest.mark.parametrize("path, method, mode", CASES, ids=lambda v: getattr(v, "value", v))
+def test_no_5xx_and_responses_match_the_schema(served, path, method, mode):
+    loose = mode is POSITIVE and (path, method) in LOOSE_REQUEST_SCHEMAS
+    seen = _fuzz(served.url, path, method, mode,
+                 excluded_checks=[positive_data_acceptance] if loose else None)
     assert seen  # the fuzzer really sent requests
     assert httpx.get(f"{served.url}/health").status_code == 200
+
+
+@pytest.mark.parametrize("path, method", [
+    pytest.param(path, method, marks=pytest.mark.xfail(strict=True, raises=FailureGroup, reason=reason))
+    for (path, method), reason in LOOSE_REQUEST_SCHEMAS.items()])
+def test_requests_valid_by_the_schema_are_accepted(served, path, method):
+    _fuzz(served.url, path, method, POSITIVE, checks=[positive_data_acceptance])

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from tests.e2e import hostile
 from tests.e2e.conftest import start_server
 from tests.servers import stop_process_group
 
@@ -58,3 +59,11 @@ def test_a_body_that_never_arrives_is_408_and_frees_the_worker(limited):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert 0.5 < waited < 5
     assert httpx.post(f"{limited.url}/predict", json={"features": [ROW]}).status_code == 200
+
+
+@pytest.mark.parametrize("bad, route", hostile.cases("limited"))
+def test_every_post_route_enforces_the_limits(limited, bad, route):
+    """The limit faults of the hostile table (tests/e2e/hostile.py) on every POST route."""
+    answer = hostile.send(limited.url, bad, route)
+    hostile.assert_refused(answer, bad, route, url=limited.url)
+    assert hostile.valid_request(limited.url, route).status_code == 200  # the worker is free again

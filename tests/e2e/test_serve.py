@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 
 import httpx
 import mlflow
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.e2e import hostile
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
@@ -131,6 +134,23 @@ def test_service_survives_bad_input(served):
     assert httpx.post(f"{served.url}/predict", json={"features": [IRIS_ROW]}).json() == before
 
 
+@pytest.mark.parametrize("bad, route", hostile.cases("served"))
+def test_every_post_route_refuses_hostile_input_with_a_sentence(served, bad, route):
+    """The body faults of the hostile table (tests/e2e/hostile.py) on every POST route."""
+    answer = hostile.send(served.url, bad, route)
+    hostile.assert_refused(answer, bad, route, url=served.url)
+    assert hostile.valid_request(served.url, route).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_v2_infer_takes_any_content_type(served, content_type):
+    route = hostile.BY_NAME["v2-infer"]
+    headers = {"content-type": content_type} if content_type else {}
+    response = httpx.post(f"{served.url}{route.path}", content=route.body(), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == ["setosa"]
+
+
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/no-such-path", 404), ("POST", "/predict/extra", 404), ("DELETE", "/health", 405),
     ("PUT", "/predict", 405), ("POST", "/livez", 405)])
@@ -196,3 +216,65 @@ def test_psi_gauge_reacts_to_shifted_inputs(served):
             break
         time.sleep(0.05)
     assert psi > 1.0
+
+
+DURATION_COUNT = "classifier_http_request_duration_seconds_count"
+
+
+def _requests_by_route(text: str) -> dict[tuple[str, str], float]:
+    """(endpoint, status) -> value of every DURATION_COUNT sample; its labels are exactly those two."""
+    counts = {}
+    for line in text.splitlines():
+        if not line.startswith(DURATION_COUNT + "{"):
+            continue
+        series, _, value = line.rpartition(" ")
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', series[len(DURATION_COUNT):]))
+        assert set(labels) == {"endpoint", "status"}, line
+        counts[labels["endpoint"], labels["status"]] = float(value)
+    return counts
+
+
+def test_metrics_count_requests_per_route(served):
+    """Each answered request counts once, under its route (V2 model paths by their template)."""
+    version = httpx.get(f"{served.url}/health").json()["model"]["version"]
+    model_path = hostile.V2_MODEL_PATH
+    tensor = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]}
+    split = {"dataframe_split": {"columns": hostile.FEATURES, "data": [IRIS_ROW]}}
+    csv_body = {"content": hostile.BY_NAME["invocations-csv"].body(), "headers": {"content-type": "text/csv"}}
+    sent = [  # method, path, request, the endpoint label it counts under, its status
+        ("POST", "/predict", {"json": {"features": [IRIS_ROW]}}, "/predict", 200),
+        ("POST", "/predict", {"json": {"features": [IRIS_ROW, IRIS_ROW]}}, "/predict", 200),
+        ("POST", "/predict", {"json": {"features": [[1.0]]}}, "/predict", 422),
+        ("GET", "/predict", {}, "/predict", 405),
+        ("POST", "/invocations", {"json": split}, "/invocations", 200),
+        ("POST", "/invocations", csv_body, "/invocations", 200),
+        ("POST", "/invocations", {"json": {"rows": [IRIS_ROW]}}, "/invocations", 400),
+        ("GET", "/ping", {}, "/ping", 200),
+        ("GET", "/ping", {}, "/ping", 200),
+        ("GET", "/version", {}, "/version", 200),
+        ("POST", f"{model_path}/infer", {"json": tensor}, "/v2/models/{name}/infer", 200),
+        ("POST", f"{model_path}/versions/{version}/infer", {"json": tensor}, "/v2/models/{name}/infer", 200),
+        ("POST", f"{model_path}/infer", {"json": {"inputs": []}}, "/v2/models/{name}/infer", 400),
+        ("POST", "/v2/models/OtherModel/infer", {"json": tensor}, "/v2/models/{name}/infer", 404),
+        ("GET", model_path, {}, "/v2/models/{name}", 200),
+        ("GET", "/v2/health/ready", {}, "/v2/health/ready", 200),
+        ("GET", "/v2/no-such-path", {}, "/v2/other", 404),
+    ]
+    expected = dict(Counter((label, str(status)) for *_, label, status in sent))
+
+    def scrape() -> dict[tuple[str, str], float]:
+        return _requests_by_route(httpx.get(f"{served.url}/metrics").text)
+
+    before = scrape()
+    for method, path, request, _, status in sent:
+        response = httpx.request(method, f"{served.url}{path}", **request)
+        assert response.status_code == status, (method, path, response.text[:200])
+    deadline = time.monotonic() + 3  # a request is counted right after its answer is written
+    while True:
+        after = scrape()
+        increase = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
+        if increase == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert increase == expected
+    assert not any("ClassificationModel" in endpoint or "OtherModel" in endpoint for endpoint, _ in after)
