@@ -12,9 +12,25 @@ ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 .PHONY: setup demo train import serve report test test-fast test-containers bench soak \
         bench-containers build containerize clean
 
+# PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
+# PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
+# out only when .venv is (re)built, and the probe runs on any Python (even 2.7) without a traceback.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+comma := ,
+PYTHON_PROBLEM = $(shell $(PYTHON_BASE) -c 'import sys; v = sys.version_info; \
+  ok = "%d.%d" % v[:2] in sys.argv[1:]; \
+  ok or sys.stdout.write("PYTHON_BASE=$(PYTHON_BASE) is Python %d.%d.%d at %s" % (v[0], v[1], v[2], sys.executable))' \
+  $(SUPPORTED_PYTHONS) 2>/dev/null || echo 'PYTHON_BASE=$(PYTHON_BASE) cannot be run (not on PATH?)')
+PYTHON_ADVICE = supported: $(subst $() ,$(comma) ,$(SUPPORTED_PYTHONS)); \
+  choose one with: make PYTHON_BASE=python3.12 $(or $(MAKECMDGOALS),setup)
+# "3.12" for the Python $(1), empty when it does not run. A .venv of another Python than
+# PYTHON_BASE is recreated (--clear): `venv` over it would keep the old interpreter.
+python_version = $(shell $(1) -c 'import sys; sys.stdout.write("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+VENV_CLEAR = $(if $(filter-out $(call python_version,$(PYTHON_BASE)),$(call python_version,$(PY))),--clear )
+
 $(STAMP): pyproject.toml
-	@$(PYTHON_BASE) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
-	$(PYTHON_BASE) -m venv $(VENV)
+	$(if $(PYTHON_PROBLEM),$(error $(PYTHON_PROBLEM); $(PYTHON_ADVICE)))
+	$(PYTHON_BASE) -m venv $(VENV_CLEAR)$(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
@@ -51,8 +67,13 @@ soak: setup
 build: setup
 	$(BENTOML) build
 
+# The image is tagged with the model it holds (v<registry version>-<run id>) and as latest.
+MODEL_IN_IMAGE = $(shell $(PY) -c 'import bentoml; print(bentoml.models.get("$(or $(BENTO_MODEL_TAG),classification_model:latest)").tag.version)' 2>/dev/null)
+
 containerize: build
-	$(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:latest
+	@test -n "$(MODEL_IN_IMAGE)" || { echo "error: no imported model in the BentoML store: run make import first" >&2; exit 1; }
+	$(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:$(MODEL_IN_IMAGE)
+	$(ENGINE) tag classification_service:$(MODEL_IN_IMAGE) classification_service:latest
 
 test-containers: setup
 	$(PY) -m pytest -m container
@@ -61,4 +82,4 @@ bench-containers: setup
 	bench/containers.sh
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache
+	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache .hypothesis reports *.egg-info bench/results
