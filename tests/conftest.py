@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -45,6 +46,42 @@ def use_store(monkeypatch: pytest.MonkeyPatch, directory: Path) -> Settings:
     return settings
 
 
+_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextlib.contextmanager
+def mlflow_uris_restored():
+    """Inside: set mlflow's process-wide URIs at will; after: they are forgotten, as before.
+
+    mlflow.set_tracking_uri/set_registry_uri (also called by every command's connect()) keep
+    the URI in the process, where it outranks the environment, and write it into
+    MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI for subprocesses; set_registry_uri(None) does not
+    remove the latter. Both are put back as they were on entry.
+    """
+    from tests.servers import forget_mlflow_uris
+
+    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
+    try:
+        yield
+    finally:
+        forget_mlflow_uris()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def mlflow_uris(monkeypatch: pytest.MonkeyPatch):
+    """For a test that sets mlflow's process-wide URIs: forget them when it ends.
+
+    Depends on monkeypatch so that it ends first and monkeypatch then restores the environment.
+    """
+    with mlflow_uris_restored():
+        yield
+
+
 _BENTOML_MEMOS = ("bentoml_home", "result_store_file", "tmp_bento_store_dir", "bento_store_dir",
                   "model_store_dir", "env_store_dir", "bento_store", "model_store")
 
@@ -74,7 +111,7 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 @pytest.fixture
-def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlflow_uris) -> Settings:
     """An empty SQLite MLflow store of this test's own."""
     return use_store(monkeypatch, tmp_path / "store")
 
@@ -83,7 +120,7 @@ def mlflow_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
 def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding the default 6-run iris sweep, trained once per session; copy, don't use."""
     directory = tmp_path_factory.mktemp("trained-template")
-    with pytest.MonkeyPatch.context() as monkeypatch:
+    with pytest.MonkeyPatch.context() as monkeypatch, mlflow_uris_restored():
         use_store(monkeypatch, directory)
         from training.experiments import run_experiments
 
@@ -93,7 +130,8 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_template: Path) -> Settings:
+def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_template: Path,
+                  mlflow_uris) -> Settings:
     """This test's own copy of the trained store (artifacts stay read-only in the template)."""
     directory = tmp_path / "store"
     directory.mkdir()
@@ -107,6 +145,7 @@ def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_templ
 REQUIRABLE = {
     "containers": lambda item: item.get_closest_marker("container") is not None,
     "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
+    "nginx": lambda item: item.module.__name__.endswith("test_failover"),
 }
 
 

@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ EVALUATION_ROWS_FILE = "evaluation_rows.json"
 STAGING_PREFIX = ".import-staging-"
 # A served form must give the registered model's labels and its probabilities to within this.
 TOLERANCE = 1e-6
+# Test hook: IMPORT_PAUSE_AT=<step> makes the import stop for good at that step (see pause_point).
+PAUSE_ENV = "IMPORT_PAUSE_AT"
+PAUSE_STEPS = ("downloaded", "converted", "staged", "publishing", "published")
 
 
 class ImportFailed(RuntimeError):
@@ -108,6 +113,19 @@ def resolve_production(client, *, name: str, alias: str, fallback_to_stage: bool
         raise ImportFailed(f"{name} version {version.version} has no run to take the scaler from")
     return ProductionVersion(name=name, version=str(version.version), run_id=version.run_id,
                              resolved_by=resolved_by)
+
+
+def pause_point(step: str) -> None:
+    """Test hook: with IMPORT_PAUSE_AT=<step>, say so on stderr and block until killed.
+
+    Lets a test kill the import at a named step (PAUSE_STEPS) deterministically, with no timer:
+    it waits for the line `IMPORT_PAUSE_AT: paused at <step>` and then sends SIGKILL. Unset
+    (always, outside tests) it costs one environment lookup per step.
+    """
+    if os.environ.get(PAUSE_ENV) == step:
+        sys.stderr.write(f"{PAUSE_ENV}: paused at {step}\n")
+        sys.stderr.flush()
+        threading.Event().wait()
 
 
 def bento_tag(settings: Settings, production: ProductionVersion) -> str:
@@ -239,17 +257,26 @@ def import_production(*, alias: str | None = None, form: str = "auto",
     production = resolve_production(client, name=settings.registered_model_name, alias=alias,
                                     fallback_to_stage=not asked_for)
     tag = bento_tag(settings, production)
+    from bentoml._internal.tag import Tag
+
+    store_root = _model_store_path()
     try:
         bentoml.models.get(tag)
-        return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
     except bentoml.exceptions.NotFound:
         pass
-    store_root = _model_store_path()
+    else:
+        # Already in the store, perhaps from an import killed between publishing and `latest`:
+        # finish that one's work, so `latest` is the production version either way.
+        _remove_stale_staging(store_root.parent)
+        point_latest(store_root, Tag.from_taglike(tag))
+        return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
     _remove_stale_staging(store_root.parent)
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         work = Path(tmp)
         download_version(production, work)
+        pause_point("downloaded")
         schema, check = check_and_convert(production, work, form=form)
+        pause_point("converted")
         run = client.get_run(production.run_id)
         labels, metadata = describe(production, run=run, schema=schema, check=check, alias=alias,
                                     settings=settings, directory=work)
@@ -328,19 +355,27 @@ def save_atomically(tag: str, *, source: Path, labels: dict[str, str], metadata:
         with bentoml.models.create(tag, labels=labels, metadata=metadata,
                                    _model_store=ModelStore(staging)) as model:
             shutil.copytree(source, model.path, dirs_exist_ok=True)
+        pause_point("staged")
         parsed = Tag.from_taglike(tag)
         final = store_root / parsed.name / parsed.version
         final.parent.mkdir(parents=True, exist_ok=True)
+        pause_point("publishing")
         os.rename(staging / parsed.name / parsed.version, final)  # the one step that publishes
-        latest = store_root / parsed.name / "latest"
-        latest_tmp = latest.with_name(f".latest-{uuid.uuid4().hex}")
-        latest_tmp.write_text(parsed.version)
-        os.replace(latest_tmp, latest)
+        pause_point("published")
+        point_latest(store_root, parsed)
     except OSError as error:
         raise ImportFailed(f"cannot write to the BentoML store at {store_root}: "
                            f"{error.strerror or error}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def point_latest(store_root: Path, tag) -> None:
+    """Make `name:latest` resolve to this tag, in one atomic replace."""
+    latest = store_root / tag.name / "latest"
+    latest_tmp = latest.with_name(f".latest-{uuid.uuid4().hex}")
+    latest_tmp.write_text(tag.version)
+    os.replace(latest_tmp, latest)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

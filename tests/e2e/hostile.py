@@ -209,12 +209,10 @@ def send(url: str, hostile: Hostile, route: Route, *, extra_headers: dict[str, s
                           for i in range(0, len(body), 500)) + b"0\r\n\r\n"
         return raw_request(url, route.path, headers={**headers, "transfer-encoding": "chunked"}, data=framed)
     if hostile.send == "stalled":  # announces 100 bytes, sends 1, then waits for the answer
-        started = time.monotonic()
-        answer = raw_request(url, route.path, headers={**headers, "content-length": "100"}, data=body[:1],
-                             close=False)
-        waited = time.monotonic() - started
-        assert 0.5 < waited < 5, f"answered after {waited:.1f} s; REQUEST_TIMEOUT is 1 s"
-        return answer
+        # That the 408 comes from REQUEST_TIMEOUT (1 s) is checked by its message; test_limits
+        # checks the deadline itself without timing it.
+        return raw_request(url, route.path, headers={**headers, "content-length": "100"}, data=body[:1],
+                           close=False)
     raise ValueError(hostile.send)
 
 
@@ -278,6 +276,8 @@ def assert_refused(answer: Answer, hostile: Hostile, route: Route, *, url: str) 
         assert document["error_code"] in mlflow_error_codes()
     if expected == 401:
         assert answer.headers.get("www-authenticate") == "Bearer"
+    if hostile.send == "stalled":  # the deadline is the `limited` server's REQUEST_TIMEOUT=1
+        assert "within 1 s" in message, message
     if expected not in documented_statuses(url, route.path):
         raise UndocumentedStatus(f"{expected} is not declared for POST {route.path} in /docs.json")
 

@@ -28,7 +28,7 @@ def _artifact_paths(client, run_id, path=None):
     return paths
 
 
-def test_default_sweep_logs_six_complete_runs_and_versions(trained_template, monkeypatch):
+def test_default_sweep_logs_six_complete_runs_and_versions(trained_template, monkeypatch, mlflow_uris):
     from tests.conftest import use_store
 
     settings = use_store(monkeypatch, trained_template)
@@ -61,7 +61,7 @@ def test_default_sweep_logs_six_complete_runs_and_versions(trained_template, mon
         assert float(version.tags["f1"]) == pytest.approx(run.data.metrics["f1"], abs=1e-6)
 
 
-def test_registered_model_predicts_from_raw_features(trained_template, monkeypatch):
+def test_registered_model_predicts_from_raw_features(trained_template, monkeypatch, mlflow_uris):
     """The registered pipeline scales by itself: pyfunc on raw rows matches the logged scaler path."""
     import numpy as np
     import pandas as pd
@@ -73,16 +73,17 @@ def test_registered_model_predicts_from_raw_features(trained_template, monkeypat
     settings = use_store(monkeypatch, trained_template)
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = mlflow.MlflowClient()
-    version = client.get_model_version(settings.registered_model_name, "6")
+    name = settings.registered_model_name
+    version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
     dataset = load_dataset("iris")
     split = split_dataset(dataset, test_size=0.2, random_state=42)
     frame = split.X_test
-    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/6")
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     labels = np.asarray(model.predict(frame))
     scaler_file = mlflow.artifacts.download_artifacts(run_id=version.run_id,
                                                       artifact_path="scaler/scaler.skops")
     scaler = skops.io.load(scaler_file, trusted=skops.io.get_untrusted_types(file=scaler_file))
-    classifier = mlflow.sklearn.load_model(f"models:/{settings.registered_model_name}/6")[-1]
+    classifier = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")[-1]
     np.testing.assert_array_equal(labels, classifier.predict(scaler.transform(frame)))
     # Skipping the scaler would give different answers: the test above can fail.
     assert not np.array_equal(classifier.predict(frame.to_numpy()), labels)
@@ -96,7 +97,8 @@ def test_same_command_twice_gives_identical_metrics(mlflow_store):
     first = run_experiments(dataset_name="wine", grid=grid)
     second = run_experiments(dataset_name="wine", grid=grid)
     assert [r.metrics for r in first] == [r.metrics for r in second]
-    assert [r.version for r in second] == ["5", "6", "7", "8"]
+    # Each run registers a new version after those of the first command.
+    assert [int(r.version) for r in second] == [int(r.version) + len(first) for r in first]
 
 
 def test_a_sweep_of_three_families_on_a_csv_with_missing_values_and_text(mlflow_store, capsys):

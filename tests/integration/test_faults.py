@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import mlflow
@@ -15,11 +16,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.integration.test_import import _store_snapshot
 from training.experiments import main as experiments_main
-from training.importer import STAGING_PREFIX, import_production
+from training.importer import PAUSE_ENV, PAUSE_STEPS, STAGING_PREFIX, bento_tag, import_production
 from training.importer import main as import_main
 from training.promote import promote_best
 
 pytestmark = pytest.mark.integration
+
+# Only a guard against a hang: nothing is timed.
+HANG_GUARD = 300
 
 
 def _run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -53,29 +57,119 @@ def test_unwritable_bentoml_store_is_one_line(trained_store, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_import_killed_midway_leaves_no_partial_model(trained_store, tmp_path):
-    promote_best()
-    home = Path(os.environ["BENTOML_HOME"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.tracking_uri}
-    # Time a whole import elsewhere, then kill imports at points spread over its second half,
-    # where it downloads, converts and writes.
-    started = time.monotonic()
-    subprocess.run([sys.executable, "scripts/import_production.py"], cwd=REPO_ROOT, check=True,
-                   env={**env, "BENTOML_HOME": str(tmp_path / "timing")}, capture_output=True)
-    duration = time.monotonic() - started
-    for delay in (0.6 * duration, 0.8 * duration, 0.9 * duration, 0.97 * duration):
-        process = subprocess.Popen([sys.executable, "scripts/import_production.py"], cwd=REPO_ROOT,
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+def _model_store(home: Path) -> dict[str, bytes | None]:
+    """Every folder (None) and file (its bytes) of the BentoML model store under home."""
+    store = home / "models"
+    if not store.exists():
+        return {}
+    return {str(p.relative_to(store)): None if p.is_dir() else p.read_bytes() for p in store.rglob("*")}
+
+
+def _import_killed_at(step: str, *, tmp_path: Path) -> None:
+    """Run the import command until it stops at step (IMPORT_PAUSE_AT), then SIGKILL it there."""
+    env = {**os.environ, PAUSE_ENV: step, "TMPDIR": str(tmp_path)}  # its temporary folder too
+    process = subprocess.Popen([sys.executable, "scripts/import_production.py"], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)  # the command ended without stopping at step
+
+    threading.Thread(target=read, daemon=True).start()
+    seen = []
+    try:
+        while (line := lines.get(timeout=HANG_GUARD)) is not None:
+            seen.append(line)
+            if line.strip() == f"{PAUSE_ENV}: paused at {step}":
+                break
+        else:
+            pytest.fail(f"the import ended (exit {process.wait()}) before {step}: {''.join(seen)[-2000:]}")
+    finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-        models = home / "models" / "classification_model"
-        for version in (p for p in models.glob("v*") if p.is_dir()) if models.exists() else []:
-            # Whatever is in the store is complete: published by one rename.
-            assert (version / "model.yaml").exists() and (version / "linear_params.npz").exists()
-    result = import_production()  # a later import finishes and sweeps the staging leftovers
-    assert not list(home.glob(f"{STAGING_PREFIX}*"))
-    assert (home / "models" / "classification_model" / result.tag.split(":")[1] / "model.yaml").exists()
+    assert process.returncode == -signal.SIGKILL
+
+
+def _serve_one_then_promote_another(settings) -> tuple:
+    """Import the promoted version, then move @production to another version; (that import, the
+    tag the other version will get)."""
+    import bentoml
+
+    from training.importer import resolve_production
+
+    client = mlflow.MlflowClient()
+    name = settings.registered_model_name
+    promote_best()
+    served = import_production(settings=settings)
+    assert served.created
+    run_id = bentoml.models.get(served.tag).info.labels["run_id"]
+    other = max((v for v in client.search_model_versions(f"name = '{name}'") if v.run_id != run_id),
+                key=lambda v: int(v.version))
+    client.set_registered_model_alias(name, "production", other.version)
+    new_tag = bento_tag(settings, resolve_production(client, name=name, alias="production"))
+    assert new_tag != served.tag
+    return served, new_tag
+
+
+@pytest.mark.parametrize("step", PAUSE_STEPS)
+def test_an_import_killed_at_each_step_leaves_the_store_as_it_was_or_complete(trained_store, tmp_path, step):
+    """Killed before the publishing rename: the store is unchanged. After it: it holds exactly the
+    new model in addition, complete and loadable. Either way the next import succeeds and leaves
+    no staging folder."""
+    import bentoml
+
+    from serving.model import load_model
+
+    home = Path(os.environ["BENTOML_HOME"])
+    served, new_tag = _serve_one_then_promote_another(trained_store)
+    new_folder = str(Path(*new_tag.split(":")))  # classification_model/v<version>-<run>
+    before = _model_store(home)
+
+    _import_killed_at(step, tmp_path=tmp_path / "tmp")
+    after = _model_store(home)
+    staging = list(home.glob(f"{STAGING_PREFIX}*"))
+    if step in ("downloaded", "converted"):
+        assert staging == []
+    else:  # the model is complete in the staging store (emptied by the rename once published)
+        assert len(staging) == 1
+        assert (step == "published") != any(staging[0].rglob("model.yaml"))
+    if step != "published":
+        assert after == before
+    else:
+        added = {path for path in after if path not in before}
+        assert {path for path in before if after.get(path, "gone") != before[path]} == set()
+        assert added and all(path == new_folder or path.startswith(new_folder + "/") for path in added), added
+        model = bentoml.models.get(new_tag)
+        load_model(Path(model.path), model.info.metadata, tag=new_tag)  # checks every file's sha256
+        assert {f"{new_folder}/{relative}" for relative in model.info.metadata["sha256"]} <= added
+
+    result = import_production(settings=trained_store)
+    assert result.tag == new_tag and result.created == (step != "published")
+    if step != "published":  # after it, see the known fault below
+        assert list(home.glob(f"{STAGING_PREFIX}*")) == []
+    model = bentoml.models.get(new_tag)
+    load_model(Path(model.path), model.info.metadata, tag=new_tag)
+    load_model(Path(bentoml.models.get(served.tag).path), bentoml.models.get(served.tag).info.metadata,
+               tag=served.tag)
+    # What the store held is untouched (but `latest`, which the import may move).
+    assert {path: content for path, content in _model_store(home).items()
+            if path in before and not path.endswith("/latest")} == \
+        {path: content for path, content in before.items() if not path.endswith("/latest")}
+    if step != "published":
+        assert str(bentoml.models.get("classification_model:latest").tag) == new_tag
+
+
+def test_the_import_after_one_killed_just_after_publishing_finishes_it(trained_store, tmp_path):
+    import bentoml
+
+    home = Path(os.environ["BENTOML_HOME"])
+    _, new_tag = _serve_one_then_promote_another(trained_store)
+    _import_killed_at("published", tmp_path=tmp_path / "tmp")
+    assert import_production(settings=trained_store).tag == new_tag
+    assert list(home.glob(f"{STAGING_PREFIX}*")) == []
+    assert str(bentoml.models.get("classification_model:latest").tag) == new_tag
 
 
 def test_failed_training_run_is_marked_failed(mlflow_store, tmp_path, capsys):

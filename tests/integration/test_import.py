@@ -55,13 +55,21 @@ def test_import_labels_match_the_registry_and_reimport_adds_nothing(trained_stor
     assert len(bentoml.models.list("classification_model")) == 1
 
 
+def _versions(client, name: str) -> list[str]:
+    """The registered versions, oldest first."""
+    return sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+
+
 def test_stage_is_the_fallback_when_the_alias_is_missing(trained_store):
     client = mlflow.MlflowClient()
     name = trained_store.registered_model_name
-    client.transition_model_version_stage(name, "2", "Production")
+    # Two older versions in stage Production (neither the newest nor the best): the higher is taken.
+    lower, higher = _versions(client, name)[:2]
+    for version in (lower, higher):
+        client.transition_model_version_stage(name, version, "Production")
     result = import_production()
     model = bentoml.models.get(result.tag)
-    assert model.info.labels["registered_version"] == "2"
+    assert model.info.labels["registered_version"] == higher
     assert model.info.labels["resolved_by"] == "stage-Production"
 
 
@@ -100,7 +108,8 @@ def test_each_test_has_its_own_bentoml_home(tmp_path):
 
 def test_an_alias_that_does_not_exist_is_exit_1_and_no_stage_fallback(trained_store, capsys):
     client = mlflow.MlflowClient()
-    client.transition_model_version_stage(trained_store.registered_model_name, "2", "Production")
+    name = trained_store.registered_model_name
+    client.transition_model_version_stage(name, _versions(client, name)[0], "Production")
     home = Path(os.environ["BENTOML_HOME"])
     before = _store_snapshot(home)
     assert import_main(["--alias", "nope"]) == 1
