@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 
 .PHONY: setup demo train import serve report test test-fast test-containers bench soak \
-        bench-containers build containerize clean
+        bench-containers bench-sweep build containerize clean
 
 # PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
 # PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
@@ -77,6 +77,10 @@ containerize: build
 
 test-containers: setup
 	$(PY) -m pytest -m container
+
+# A 24-point sweep of three families: sequential vs --jobs 2 vs a 2-worker local Dask cluster.
+bench-sweep: setup
+	$(PY) -m bench.sweep $(BENCH_ARGS)
 
 bench-containers: setup
 	bench/containers.sh

@@ -2,9 +2,14 @@
 
     python -m training.experiments [--dataset iris] [--model logistic_regression ...] [--promote]
     python -m training.experiments --data table.csv --target label [--drop id] [--model ...]
+    python -m training.experiments ... --jobs 4                   # 4 processes on this machine
+    python -m training.experiments ... --cluster tcp://HOST:8786  # an existing Dask scheduler
 
 Each family has a default grid (see training/models.py); `--param name=v1,v2` replaces the
-values of one hyperparameter for every chosen family that has it.
+values of one hyperparameter for every chosen family that has it. `--jobs N` trains N grid
+points at once in worker processes (`--jobs 0`: one per core); `--cluster ADDRESS` sends them
+to the workers of a Dask scheduler, which log to the tracking server themselves (a tracking
+server is needed, not a SQLite file). Every mode gives the same metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +69,12 @@ DEFAULT_TEST_SIZE = 0.2
 DEFAULT_RANDOM_STATE = 42
 
 
+# Tag of a child run trained by a worker: the registered version, set before the run ends.
+VERSION_TAG = "sweep.version"
+# pyplot keeps global state: a worker with several threads draws one figure at a time.
+_PYPLOT_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What one grid point produced."""
@@ -73,6 +85,33 @@ class RunResult:
     version: str
 
 
+@dataclass(frozen=True)
+class PointFailure:
+    """A grid point of a parallel sweep that did not finish: its run is marked FAILED."""
+
+    params: GridPoint
+    run_id: str
+    reason: str
+
+
+class SweepFailed(RuntimeError):
+    """Some grid points failed; the others are logged and registered.
+
+    `entries` holds a RunResult or a PointFailure for every grid point, in grid order.
+    """
+
+    def __init__(self, entries: list[RunResult | PointFailure]):
+        self.entries = entries
+        self.failures = [e for e in entries if isinstance(e, PointFailure)]
+        self.results = [e for e in entries if isinstance(e, RunResult)]
+        super().__init__(f"{len(self.failures)} of {len(entries)} grid points failed: "
+                         + "; ".join(f"{f.params.describe()}: {f.reason}" for f in self.failures))
+
+
+class SweepConfigError(ValueError):
+    """The sweep cannot run as asked (e.g. a cluster with a SQLite store); nothing was logged."""
+
+
 def run_experiments(
     *,
     dataset_name: str = "iris",
@@ -81,43 +120,87 @@ def run_experiments(
     test_size: float = DEFAULT_TEST_SIZE,
     random_state: int = DEFAULT_RANDOM_STATE,
     settings: Settings | None = None,
+    jobs: int = 1,
+    cluster: str | None = None,
 ) -> list[RunResult]:
     """Train and log one child run per grid point under one parent run; register every model.
 
     `dataset` is a table loaded with training.data.load_table; without it the bundled
     scikit-learn dataset `dataset_name` is used.
+
+    `jobs`: grid points trained at once, each in a worker process of this machine (0: one per
+    core; 1: one after the other in this process). `cluster`: the address of a Dask scheduler
+    whose workers train the points and log them to the tracking server (which must then be a
+    server, not a SQLite file). Whatever the mode, the results come back in grid order with the
+    same metrics; in parallel modes a failed point does not stop the others, and SweepFailed is
+    raised at the end (its run is marked FAILED).
     """
     import mlflow
 
+    from training import parallel
+
     settings = settings or get_settings()
+    jobs = parallel.resolve_jobs(jobs, cluster=cluster)
+    if cluster is not None:
+        parallel.check_store_for_cluster(settings)
     grid = grid or make_grid([DEFAULT_FAMILY])
     dataset = dataset or load_dataset(dataset_name)
     split = split_dataset(dataset, test_size=test_size, random_state=random_state)
     connect(settings)
-    mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-
-    ensure_registered_model(settings.registered_model_name)
-    results: list[RunResult] = []
-    started = time.perf_counter()
-    with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:
-        mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "kind": "sweep"})
-        mlflow.log_params({"dataset_name": dataset.name, "data_sha256": dataset.sha256,
-                           "test_size": test_size, "random_state": random_state, "grid_size": len(grid),
-                           "models": ",".join(dict.fromkeys(p.model for p in grid))})
-        for index, point in enumerate(grid, start=1):
-            result = log_run(point, dataset=dataset, split=split, test_size=test_size,
-                             random_state=random_state, settings=settings)
-            results.append(result)
-            elapsed = time.perf_counter() - started
-            logger.info(
-                "run %d/%d  %s  %s  -> %s v%s  [%s]", index, len(grid), point.describe(),
-                "  ".join(f"{k}={result.metrics[k]:.4f}" for k in METRICS),
-                settings.registered_model_name, result.version,
-                progress(elapsed=elapsed, done=index, total=len(grid)),
-            )
-        log_sweep_summary(results)
-        logger.info("sweep run %s in experiment %s", parent.info.run_id, settings.experiment_name)
+    with parallel.open_workers(jobs=min(jobs, len(grid)), cluster=cluster, settings=settings) as workers:
+        mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+        ensure_registered_model(settings.registered_model_name)
+        started = time.perf_counter()
+        with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:
+            mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "kind": "sweep"})
+            mlflow.log_params({"dataset_name": dataset.name, "data_sha256": dataset.sha256,
+                               "test_size": test_size, "random_state": random_state,
+                               "grid_size": len(grid),
+                               "models": ",".join(dict.fromkeys(p.model for p in grid))})
+            if workers is None:
+                entries: list[RunResult | PointFailure] = []
+                for index, point in enumerate(grid, start=1):
+                    result = log_run(point, dataset=dataset, split=split, test_size=test_size,
+                                     random_state=random_state, settings=settings)
+                    entries.append(result)
+                    log_progress(result, done=index, total=len(grid), started=started,
+                                 settings=settings)
+            else:
+                mlflow.set_tag("sweep.workers", workers.describe())
+                entries = workers.run(
+                    grid, parent_run_id=parent.info.run_id, dataset=dataset, split=split,
+                    test_size=test_size, random_state=random_state, settings=settings,
+                    on_done=lambda entry, done: log_progress(
+                        entry, done=done, total=len(grid), started=started, settings=settings))
+            results = [e for e in entries if isinstance(e, RunResult)]
+            if results:
+                log_sweep_summary(results)
+            logger.info("sweep run %s in experiment %s", parent.info.run_id, settings.experiment_name)
+            if len(results) < len(entries):
+                # Raised inside the parent run: it ends FAILED, like each failed child.
+                raise SweepFailed(entries)
     return results
+
+
+def log_progress(entry: RunResult | PointFailure, *, done: int, total: int, started: float,
+                 settings: Settings) -> None:
+    """One line per finished grid point, in the order they finish."""
+    elapsed = time.perf_counter() - started
+    if isinstance(entry, PointFailure):
+        logger.info("run %d/%d  %s  FAILED: %s  [%s]", done, total, entry.params.describe(),
+                    entry.reason, progress(elapsed=elapsed, done=done, total=total))
+        return
+    logger.info(
+        "run %d/%d  %s  %s  -> %s v%s  [%s]", done, total, entry.params.describe(),
+        "  ".join(f"{k}={entry.metrics[k]:.4f}" for k in METRICS),
+        settings.registered_model_name, entry.version,
+        progress(elapsed=elapsed, done=done, total=total),
+    )
+
+
+def run_name_of(point: GridPoint, dataset_name: str) -> str:
+    """`iris-logistic_regression-C1-penaltyl2`: the child run's name."""
+    return "-".join([dataset_name, point.model, *(f"{k}{format_value(v)}" for k, v in point.params.items())])
 
 
 def log_run(
@@ -128,12 +211,19 @@ def log_run(
     test_size: float,
     random_state: int,
     settings: Settings,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Fit one pipeline and log its params, metrics, artifacts and registered model."""
+    """Fit one pipeline and log its params, metrics, artifacts and registered model.
+
+    Without `run_id`, a nested run of the active run is started; with it (a worker of a
+    parallel sweep), that run, created by the driver under the sweep's parent, is resumed.
+    """
     import mlflow
 
-    run_name = "-".join([dataset.name, point.model, *(f"{k}{format_value(v)}" for k, v in point.params.items())])
-    with mlflow.start_run(run_name=run_name, nested=True) as run:
+    run_name = run_name_of(point, dataset.name)
+    run_context = (mlflow.start_run(run_id=run_id) if run_id is not None
+                   else mlflow.start_run(run_name=run_name, nested=True))
+    with run_context as run:
         pipeline = fit_pipeline(point, split, dataset=dataset, random_state=random_state)
         y_pred = pipeline.predict(split.X_test)
         metrics = compute_metrics(split.y_test, y_pred)
@@ -151,6 +241,8 @@ def log_run(
         log_evaluation_artifacts(pipeline, y_pred=y_pred, dataset=dataset, split=split, title=run_name)
         version = log_and_register_model(pipeline, X_test=split.X_test, metrics=metrics,
                                          point=point, dataset=dataset, settings=settings)
+        if run_id is not None:
+            mlflow.set_tag(VERSION_TAG, version)
     return RunResult(params=point, metrics=metrics, run_id=run.info.run_id, version=version)
 
 
@@ -206,9 +298,10 @@ def log_evaluation_artifacts(
     import mlflow
     import skops.io
 
-    figure = plot_confusion_matrix(split.y_test, y_pred, dataset.class_names, title=title)
-    mlflow.log_figure(figure, "confusion_matrix.png")
-    plt.close(figure)
+    with _PYPLOT_LOCK:
+        figure = plot_confusion_matrix(split.y_test, y_pred, dataset.class_names, title=title)
+        mlflow.log_figure(figure, "confusion_matrix.png")
+        plt.close(figure)
     report_text, report_dict = report_classification(split.y_test, y_pred, dataset.class_names)
     mlflow.log_text(report_text, "classification_report.txt")
     mlflow.log_dict(report_dict, "classification_report.json")
@@ -285,16 +378,28 @@ def log_sweep_summary(results: list[RunResult]) -> None:
     mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
 
 
-def format_table(results: list[RunResult]) -> str:
-    """A fixed-width table of the sweep, one row per run."""
-    width = max([len("model")] + [len(r.params.describe()) for r in results])
+def format_table(entries: list[RunResult | PointFailure]) -> str:
+    """A fixed-width table of the sweep, one row per grid point in the order given (grid order)."""
+    width = max([len("model")] + [len(e.params.describe()) for e in entries])
     header = f"{'version':>7}  {'model':<{width}}  " + "  ".join(f"{m:>9}" for m in METRICS)
     rows = [
-        f"{r.version:>7}  {r.params.describe():<{width}}  "
-        + "  ".join(f"{r.metrics[m]:>9.4f}" for m in METRICS)
-        for r in results
+        f"{'FAILED':>7}  {e.params.describe():<{width}}  " + "  ".join(f"{'-':>9}" for _ in METRICS)
+        if isinstance(e, PointFailure) else
+        f"{e.version:>7}  {e.params.describe():<{width}}  "
+        + "  ".join(f"{e.metrics[m]:>9.4f}" for m in METRICS)
+        for e in entries
     ]
     return "\n".join([header, *rows])
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number >= 0 (0: one per core), not {text}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -335,7 +440,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--random-state", type=int, default=DEFAULT_RANDOM_STATE)
     parser.add_argument("--promote", action="store_true",
                         help="run `python -m training.promote` on the result")
+    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help="grid points trained at once in worker processes on this machine "
+                             "(0: one per core; default 1: one after the other, in this process)")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="send the grid points to this Dask scheduler (e.g. tcp://10.0.0.5:8786); "
+                             "needs a tracking server (MLFLOW_TRACKING_URI=http://...)")
     args = parser.parse_args(argv)
+    if args.cluster is not None and args.jobs != 1:
+        parser.error("--jobs and --cluster do not go together: the cluster's workers decide how many run at once")
     if args.data is not None and not args.target:
         parser.error("--data needs --target COLUMN")
     if args.data is None and (args.target or args.drop or args.dataset_name):
@@ -373,8 +486,17 @@ def main(argv: list[str] | None = None) -> int:
             test_size=args.test_size,
             random_state=args.random_state,
             settings=settings,
+            jobs=args.jobs,
+            cluster=args.cluster,
         )
-    except (TrackingUnavailable, DataValidationError) as error:
+    except SweepFailed as error:
+        logger.info("\n%s", format_table(error.entries))
+        logger.error("error: %d of %d grid points failed (their runs are marked FAILED; the other %d "
+                     "are registered):", len(error.failures), len(error.entries), len(error.results))
+        for failure in error.failures:
+            logger.error("  %s (run %s): %s", failure.params.describe(), failure.run_id, failure.reason)
+        return 1
+    except (TrackingUnavailable, DataValidationError, SweepConfigError) as error:
         logger.error("error: %s", one_line(error))
         return 1
     except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
@@ -390,4 +512,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as training.experiments, not as __main__: the results that workers send back are
+    # training.experiments' classes, and isinstance must recognise them.
+    from training.experiments import main as _main
+
+    raise SystemExit(_main())
