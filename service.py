@@ -62,6 +62,13 @@ class ClassificationService:
         http_app.bind(model, max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
                       request_timeout=settings.request_timeout, api_key=settings.api_key,
                       metrics=metrics, fast_path=settings.fast_path)
+        # BentoML starts uvicorn with its access log on, and uvicorn formats each request's client
+        # address and quoted path for it whenever "uvicorn.access" has a handler, here the root
+        # logger's, only for the record to be dropped below WARNING. Without handlers of its own
+        # and without propagation, as uvicorn's own access_log=False leaves it, nothing is formatted.
+        # BentoML's access log (`logging.access` above) is a middleware of its own, and stays off.
+        access = logging.getLogger("uvicorn.access")
+        access.handlers, access.propagate = [], False
         # Everything loaded so far lives as long as the process: keep it out of the GC's scans.
         gc.freeze()
         logger.info("serving %s version %s (%s), fast path %s", model.summary["name"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -100,12 +99,9 @@ _JSON_SPACE = b" \t\r\n"
 _NUMBER_LIST_BYTES = b"0123456789+-.eE,[]" + _JSON_SPACE
 
 
-def read_plain_features(body: bytes, *, n_features: int) -> np.ndarray | None:
-    """The rows of a plain `{"features": [[numbers...], ...]}` body, or None if it is anything else.
-
-    The fast path for the common case: it accepts only bodies the strict path accepts, and
-    gives the same array, so every error is still found and worded by the strict path.
-    """
+def _plain_rows(body: bytes) -> list | None:
+    """The decoded `features` of a plain `{"features": [[numbers...], ...]}` body, flat row or not,
+    as a non-empty list of rows (unchecked); None if the body is anything else."""
     text = body.strip(_JSON_SPACE)
     if not text.startswith(_PLAIN_HEAD) or not text.endswith(b"}"):
         return None
@@ -118,15 +114,47 @@ def read_plain_features(body: bytes, *, n_features: int) -> np.ndarray | None:
         return None
     if type(rows) is not list or not rows:
         return None
-    if type(rows[0]) is not list:
-        rows = [rows]  # one flat row
-    try:  # a row that is a number (TypeError), a value that is a list (ValueError)
+    return rows if type(rows[0]) is list else [rows]  # one flat row is one row
+
+
+def _plain_row(row: list, *, n_features: int) -> list | None:
+    """row, if it holds n_features numbers within MAX_ABS_FEATURE; checked in Python, which for
+    one row is quicker than numpy's per-call overhead."""
+    try:  # abs() of a list: TypeError
+        if type(row) is list and len(row) == n_features and max(map(abs, row)) <= MAX_ABS_FEATURE:
+            return row
+    except TypeError:
+        pass
+    return None
+
+
+def _plain_array(rows: list, *, n_features: int) -> np.ndarray | None:
+    """The rows as a (rows, n_features) float64 array, if each is n_features numbers within range."""
+    try:  # a row that is a number (TypeError), a value that is a list (TypeError, ValueError)
         if set(map(len, rows)) != {n_features}:
             return None
-        return np.fromiter(chain.from_iterable(rows), dtype=np.float64,
-                           count=len(rows) * n_features).reshape(len(rows), n_features)
+        X = np.fromiter(chain.from_iterable(rows), dtype=np.float64,
+                        count=len(rows) * n_features).reshape(len(rows), n_features)
     except (TypeError, ValueError):
         return None
+    # orjson gives finite numbers only: no NaN to let through here.
+    return None if (np.abs(X) > MAX_ABS_FEATURE).any() else X
+
+
+def read_plain_features(body: bytes, *, n_features: int) -> np.ndarray | None:
+    """The rows of a plain `{"features": [[numbers...], ...]}` body, or None if it is anything else.
+
+    The fast path for the common case: it accepts only bodies the strict path accepts (numbers
+    within MAX_ABS_FEATURE among them), and gives the same array, so every error is still found
+    and worded by the strict path.
+    """
+    rows = _plain_rows(body)
+    if rows is None:
+        return None
+    if len(rows) == 1:
+        row = _plain_row(rows[0], n_features=n_features)
+        return None if row is None else np.array([row], dtype=np.float64)
+    return _plain_array(rows, n_features=n_features)
 
 
 def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
@@ -135,7 +163,7 @@ def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray
     if X is None:  # anything unusual: the strict path finds and words the error
         return parse_features_strictly(body, n_features=n_features, max_rows=max_rows)
     check_row_count(len(X), max_rows=max_rows)
-    return check_range(X)
+    return X
 
 
 def parse_features_strictly(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
@@ -161,20 +189,47 @@ def features_to_array(rows: object, *, n_features: int, max_rows: int) -> np.nda
 PREDICT_KEYS = ("features", "records")
 
 
+class PredictRequestReader:
+    """Reads /predict bodies for one model: what every request would work out, worked out once."""
+
+    def __init__(self, *, schema: TableSchema, max_rows: int) -> None:
+        self.schema = schema
+        self.max_rows = max_rows
+        # Plain rows of numbers only make sense when every column is a number.
+        self.plain_width = len(schema.features) if schema.all_numeric else 0
+
+    def read(self, body: bytes) -> Table:
+        """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
+        rows = self.read_row_or_table(body)
+        return Table.from_numbers(np.array([rows], dtype=np.float64)) if type(rows) is list else rows
+
+    def read_row_or_table(self, body: bytes) -> list | Table:
+        """read(), except that a body of one plain row of numbers gives that row: the list of its
+        numbers, checked as read() checks them, for predictors that take one row as is."""
+        if self.plain_width:
+            rows = _plain_rows(body)
+            if rows is not None:  # the fast path for the common case
+                if len(rows) == 1:
+                    row = _plain_row(rows[0], n_features=self.plain_width)
+                    if row is not None:
+                        check_row_count(1, max_rows=self.max_rows)
+                        return row
+                else:
+                    X = _plain_array(rows, n_features=self.plain_width)
+                    if X is not None:
+                        check_row_count(len(X), max_rows=self.max_rows)
+                        return Table.from_numbers(X)
+        document = load_json_object(body, example='{"features": [[...], ...]} or {"records": [{...}, ...]}')
+        extra = sorted(set(document) - set(PREDICT_KEYS))
+        if extra:
+            raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' or 'records' is accepted", "unknown_keys")
+        return table_from_values(features=document.get("features"), records=document.get("records"),
+                                 given=tuple(document), schema=self.schema, max_rows=self.max_rows)
+
+
 def parse_predict_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
     """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
-    n_features = len(schema.features)
-    if schema.all_numeric:
-        X = read_plain_features(body, n_features=n_features)
-        if X is not None:  # the fast path for the common case
-            check_row_count(len(X), max_rows=max_rows)
-            return Table.from_numbers(check_range(X))
-    document = load_json_object(body, example='{"features": [[...], ...]} or {"records": [{...}, ...]}')
-    extra = sorted(set(document) - set(PREDICT_KEYS))
-    if extra:
-        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' or 'records' is accepted", "unknown_keys")
-    return table_from_values(features=document.get("features"), records=document.get("records"),
-                             given=tuple(document), schema=schema, max_rows=max_rows)
+    return PredictRequestReader(schema=schema, max_rows=max_rows).read(body)
 
 
 def table_from_values(*, features: object, records: object, given: tuple[str, ...] = (),
@@ -277,38 +332,56 @@ def parse_mlflow_request(body: bytes, *, schema: TableSchema, max_rows: int) -> 
     return records_to_table(rows, schema=schema, max_rows=max_rows)
 
 
-def format_predictions(
-    probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str], model: dict[str, str]
-) -> bytes:
-    """The JSON answer: one prediction per row, in order.
+class AnswerWriter:
+    """Writes the /predict answer of one model: one prediction per row, in order.
 
     Row by row it reads {"label": ..., "class_index": ..., "probabilities": {name: p, ...}}.
     It is assembled from byte pieces rather than dicts: for 1000 rows, building and encoding
     dicts took longer than all the rest of the request. orjson writes each float as its
-    shortest exact repr, so clients read back the very same doubles.
+    shortest exact repr, so clients read back the very same doubles. The pieces around the
+    numbers (and the model block) are made once per model.
     """
-    prefixes, separators = _answer_pieces(tuple(class_names))
-    rows, n_classes = probabilities.shape
-    numbers = orjson.dumps(probabilities.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    # Row i is: the prefix of its class, p0, separator, p1, ..., "}},". Filled by slices.
-    width = 2 * n_classes + 1
-    pieces: list[bytes] = [b""] * (rows * width)
-    pieces[0::width] = prefixes[predicted].tolist()
-    for k in range(n_classes):
-        pieces[1 + 2 * k::width] = numbers[k::n_classes]
-        pieces[2 + 2 * k::width] = [separators[k]] * rows
-    predictions = b"".join(pieces)[:-1]  # less the last row's comma
-    return b'{"predictions":[' + predictions + b'],"model":' + orjson.dumps(model) + b"}"
+
+    def __init__(self, *, class_names: list[str], model: dict[str, str]) -> None:
+        keys = [orjson.dumps(name) for name in class_names]
+        # What surrounds the numbers in a row: a prefix per class, then separators.
+        prefixes = [b'{"label":%s,"class_index":%d,"probabilities":{%s:' % (key, index, keys[0])
+                    for index, key in enumerate(keys)]
+        self._prefixes = np.array(prefixes, dtype=object)
+        self._separators = [b",%s:" % key for key in keys[1:]] + [b"}},"]
+        self._tail = b'],"model":' + orjson.dumps(model) + b"}"
+        # The whole answer to one row, per predicted class, with a %s for each probability:
+        # one bytes formatting writes it. The text between the numbers has its % doubled.
+        between = [*self._separators[:-1], self._separators[-1][:-1] + self._tail]  # no last comma
+        self._one_row = [b"%s".join(part.replace(b"%", b"%%") for part in [b'{"predictions":[' + prefix, *between])
+                         for prefix in prefixes]
+
+    def write_row(self, probabilities: list[float], predicted: int) -> bytes:
+        """The answer to one row: write() of [probabilities] and [predicted], from Python floats
+        (orjson writes a float and a numpy float64 alike)."""
+        return self._one_row[predicted] % tuple(orjson.dumps(probabilities)[1:-1].split(b","))
+
+    def write(self, probabilities: np.ndarray, predicted: np.ndarray) -> bytes:
+        rows, n_classes = probabilities.shape
+        numbers = orjson.dumps(probabilities.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+        if rows == 1:  # one row, the usual request
+            return self._one_row[predicted[0]] % tuple(numbers)
+        # Row i is: the prefix of its class, p0, separator, p1, ..., "}},". Filled by slices.
+        width = 2 * n_classes + 1
+        pieces: list[bytes] = [b""] * (rows * width)
+        pieces[0::width] = self._prefixes[predicted].tolist()
+        for k in range(n_classes):
+            pieces[1 + 2 * k::width] = numbers[k::n_classes]
+            pieces[2 + 2 * k::width] = [self._separators[k]] * rows
+        predictions = b"".join(pieces)[:-1]  # less the last row's comma
+        return b'{"predictions":[' + predictions + self._tail
 
 
-@lru_cache(maxsize=16)
-def _answer_pieces(class_names: tuple[str, ...]) -> tuple[np.ndarray, list[bytes]]:
-    """What surrounds the numbers in a row of the answer: a prefix per class, then separators."""
-    keys = [orjson.dumps(name) for name in class_names]
-    prefixes = np.array([b'{"label":%s,"class_index":%d,"probabilities":{%s:' % (key, index, keys[0])
-                         for index, key in enumerate(keys)], dtype=object)
-    separators = [b",%s:" % key for key in keys[1:]] + [b"}},"]
-    return prefixes, separators
+def format_predictions(
+    probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str], model: dict[str, str]
+) -> bytes:
+    """The JSON answer of AnswerWriter, for a model whose writer is not at hand."""
+    return AnswerWriter(class_names=class_names, model=model).write(probabilities, predicted)
 
 
 def error_body(message: str) -> bytes:

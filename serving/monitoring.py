@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_ROWS = 1000  # rows in the rolling PSI window
-PSI_REFRESH_SECONDS = 0.1  # new rows reach the PSI gauges this soon after, in one batch
+# Answered requests reach the series this soon after, in one batch: short enough that a batch
+# (~0.1 ms, plus ~0.6 us a request) stalls no answer for long.
+FLUSH_SECONDS = 0.025
 _EPSILON = 1e-4  # keeps empty bins from making the PSI infinite
 
 
@@ -72,6 +74,27 @@ class DriftWindow:
         return [population_stability(e, c) for e, c in zip(self.stats.expected, self.counts)]
 
 
+def observe_all(histogram, amounts: list[float]) -> None:
+    """histogram.observe(amount) for each amount: one write per bucket hit rather than two per amount.
+
+    prometheus_client has no call for this. It is done on its Histogram's own fields, as observe()
+    does it (`_upper_bounds`, `_buckets`, `_sum` of prometheus_client 0.26; a unit test holds the
+    result to observe()'s), and by observe() itself should they ever be gone.
+    """
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    # observe() counts an amount in the first bucket whose upper bound is >= it.
+    counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
+    for bucket, count in zip(buckets, counts.tolist()):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(amounts))
+
+
 class _Collectors:
     """prometheus_client's metric classes, each name registered once per process.
 
@@ -112,11 +135,14 @@ class ServiceMetrics:
         self._latency_children: dict[tuple[str, int], object] = {}
         self.stats = stats
         self.window = DriftWindow(stats) if stats else None
-        # Rows wait here and are binned together PSI_REFRESH_SECONDS later: binning and PSI
-        # on every request cost as much as the prediction itself.
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
-        self._refresh_due = False
+        # Answered requests wait here and are counted together at most FLUSH_SECONDS later (or
+        # when this worker answers a scrape, see flush): counting, binning and PSI on every
+        # request cost as much as the prediction itself, and each update of a series in
+        # prometheus_client's multiprocess mode is a locked write to its file plus a getpid().
+        self._answered: list[tuple[np.ndarray, np.ndarray]] = []
+        self._answered_rows: list[tuple[list[float], int]] = []  # from observe_row
+        self._timed: list[tuple[str, int, float]] = []
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop of the pending flush
         if stats:
             out = prom.Counter("classifier_feature_out_of_range",
                                "Feature values outside the training range", ["feature"])
@@ -126,42 +152,66 @@ class ServiceMetrics:
             self.psi = [psi.labels(name) for name in stats.names]
 
     def observe(self, X: np.ndarray, predicted: np.ndarray) -> None:
-        """Count one answered request."""
-        self.rows.observe(len(X))
+        """Count one answered request: its rows and the predicted class indices (kept, not copied)."""
+        self._answered.append((X, predicted))
+        self._flush_soon()
+
+    def observe_row(self, row: list[float], predicted: int) -> None:
+        """observe() of a one-row request given as Python values: its numbers and class index."""
+        self._answered_rows.append((row, predicted))
+        self._flush_soon()
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Time one answered request."""
+        self._timed.append((endpoint, status, seconds))
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        # Checked before asking for the running loop: on Python 3.11 that costs a getpid().
+        if self._flush_loop is None or self._flush_loop.is_closed():  # none pending that will run
+            self._flush_loop = asyncio.get_running_loop()
+            self._flush_loop.call_later(FLUSH_SECONDS, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_loop = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Count what was answered since the last flush; its rows reach the drift window and PSI."""
+        timed, self._timed = self._timed, []
+        by_route: dict[tuple[str, int], list[float]] = {}
+        for endpoint, status, seconds in timed:
+            by_route.setdefault((endpoint, status), []).append(seconds)
+        for (endpoint, status), durations in by_route.items():
+            child = self._latency_children.get((endpoint, status))
+            if child is None:  # label lookups are slow: keep the children
+                child = self._latency_children[(endpoint, status)] = \
+                    self.latency.labels(endpoint, str(status))
+            observe_all(child, durations)
+        answered, self._answered = self._answered, []
+        row_counts = [len(X) for X, _ in answered]
+        if self._answered_rows:  # one array for all the one-row requests
+            rows, classes = zip(*self._answered_rows)
+            self._answered_rows = []
+            answered.append((np.array(rows, dtype=np.float64), np.array(classes, dtype=np.int64)))
+            row_counts += [1] * len(rows)
+        if not answered:
+            return
+        observe_all(self.rows, row_counts)
+        predicted = np.concatenate([classes for _, classes in answered])
         for index, count in enumerate(np.bincount(predicted, minlength=len(self.by_class)).tolist()):
             if count:
                 self.by_class[index].inc(count)
         if self.window is None:
             return
-        outside = ((X < self.stats.low) | (X > self.stats.high)).sum(axis=0).tolist()
+        X = np.concatenate([rows for rows, _ in answered])
+        outside = ((X < self.stats.low) | (X > self.stats.high)).sum(axis=0).tolist()  # NaN: inside
         for j, count in enumerate(outside):
             if count:
                 self.out_of_range[j].inc(count)
-        self._pending.append(X)
-        self._pending_rows += len(X)
-        while self._pending_rows - len(self._pending[0]) >= self.window.size:
-            self._pending_rows -= len(self._pending.pop(0))  # would leave the window unseen
-        if not self._refresh_due:
-            self._refresh_due = True
-            asyncio.get_running_loop().call_later(PSI_REFRESH_SECONDS, self.refresh_psi)
-
-    def refresh_psi(self) -> None:
-        """Bin the rows that arrived since the last refresh and set the PSI gauges."""
-        self._refresh_due = False
-        if not self._pending:
-            return
-        self.window.add(np.concatenate(self._pending))
-        self._pending, self._pending_rows = [], 0
+        self.window.add(X)
         for gauge, value in zip(self.psi, self.window.psi()):
             gauge.set(value)
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
-
-    def request(self, endpoint: str, status: int, seconds: float) -> None:
-        """Time one answered request."""
-        child = self._latency_children.get((endpoint, status))
-        if child is None:  # label lookups are slow: keep the children
-            child = self._latency_children[(endpoint, status)] = \
-                self.latency.labels(endpoint, str(status))
-        child.observe(seconds)

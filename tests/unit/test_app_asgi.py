@@ -56,15 +56,45 @@ def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
     app = PredictionApp()
     app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
 
-    def broken(table):
+    def broken(rows):
         raise RuntimeError("boom")
 
-    # A stand-in for a bug of ours: the (frozen) predictor gets a method that raises.
+    # A stand-in for a bug of ours: the (frozen) predictor gets methods that raise, for tables
+    # and for the one-row lane.
     object.__setattr__(loaded.predictor, "predict_proba", broken)
-    response = _call(app, "POST", "/predict", json={"features": [[1.0, 2.0]]})
-    assert response.status_code == 500
-    assert "internal error" in response.json()["error"]
+    object.__setattr__(loaded.predictor, "predict_row", broken)
+    for rows in ([[1.0, 2.0]], [[1.0, 2.0], [3.0, 4.0]]):
+        response = _call(app, "POST", "/predict", json={"features": rows})
+        assert response.status_code == 500
+        assert "internal error" in response.json()["error"]
     assert _call(app, "GET", "/health").status_code == 200
+
+
+def test_a_body_that_never_comes_is_a_408_at_the_timeout_and_the_app_keeps_serving(loaded):
+    import time
+
+    app = PredictionApp()
+    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=0.2, api_key=None)
+    scope = {"type": "http", "method": "POST", "path": "/predict",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"30")]}
+    sent = []
+
+    async def never() -> dict:
+        await asyncio.Event().wait()
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def go():
+        started = time.monotonic()
+        await asyncio.gather(app(scope, never, send), app(scope, never, send))
+        return time.monotonic() - started
+
+    seconds = asyncio.run(go())
+    assert 0.2 <= seconds < 1.0
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [408, 408]
+    assert b"did not arrive within 0.2 s" in sent[1]["body"]
+    assert _call(app, "POST", "/predict", json={"features": [[3.0, 1.0]]}).status_code == 200
 
 
 def test_records_give_the_same_answer_as_rows(loaded):

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.contract import (
+    AnswerWriter,
+    PredictRequestReader,
     RequestError,
     format_predictions,
     parse_features,
@@ -200,6 +202,25 @@ def test_the_first_bad_row_is_the_one_named():
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.one_of(json_bodies, number_soup))
+def test_one_plain_row_is_the_row_read_would_give(body):
+    reader = PredictRequestReader(schema=NUMERIC, max_rows=3)
+    try:
+        expected = reader.read(body)
+    except RequestError as error:
+        with pytest.raises(RequestError) as info:
+            reader.read_row_or_table(body)
+        assert (info.value.status, info.value.message) == (error.status, error.message)
+        return
+    got = reader.read_row_or_table(body)
+    if type(got) is list:
+        same_table(Table.from_numbers(np.array([got], dtype=np.float64)), expected)
+        assert len(expected) == 1
+    else:
+        same_table(got, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(json_bodies, number_soup))
 def test_predict_on_an_all_numeric_model_agrees_with_parse_features(body):
     """The same rows as parse_features for every body it accepts, and a refusal for every one it refuses."""
     try:
@@ -330,3 +351,16 @@ def test_format_predictions_keeps_order_and_names():
     assert [p["class_index"] for p in body["predictions"]] == [0, 1]
     assert body["predictions"][1]["probabilities"] == {"a": 0.2, "b": 0.8}
     assert body["model"] == {"name": "M", "version": "1"}
+
+
+@pytest.mark.parametrize("class_names", [["a", "b"], ["setosa", "versicolor", "virginica"],
+                                         ['say "hi"', "naïve", "%d", "100%", "%s"]])
+def test_the_one_row_answer_is_the_answer_to_one_row(class_names):
+    rng = np.random.default_rng(len(class_names))
+    writer = AnswerWriter(class_names=class_names, model={"name": "M%s", "version": "7%"})
+    for probabilities in [*rng.dirichlet(np.full(len(class_names), 0.3), size=50), np.eye(len(class_names))[-1]]:
+        predicted = int(probabilities.argmax())
+        expected = writer.write(probabilities[None, :], np.array([predicted]))
+        assert writer.write_row(probabilities.tolist(), predicted) == expected
+        assert json.loads(expected) == reference_answer(probabilities[None, :], np.array([predicted]),
+                                                        class_names=class_names, model={"name": "M%s", "version": "7%"})

@@ -63,6 +63,30 @@ def test_linear_form_matches_sklearn_predict_proba(dataset_name, penalty, tmp_pa
     np.testing.assert_array_equal(predictor.predict_proba(plain), predictor.predict_proba(table))
 
 
+@pytest.mark.parametrize("dataset_name", ["iris", "breast_cancer"])  # multinomial and binary
+def test_the_one_row_path_gives_the_numpy_paths_bits(dataset_name):
+    import copy
+
+    dataset = load_dataset(dataset_name)
+    split = split_dataset(dataset, test_size=0.2, random_state=42)
+    pipeline = fit_pipeline(GridPoint("logistic_regression", {"C": 10.0, "penalty": "l2"}), split,
+                            dataset=dataset, random_state=42)
+    predictor = convert("linear", pipeline, table_schema(dataset))
+    numpy_only = copy.copy(predictor)
+    object.__setattr__(numpy_only, "_row_width", 0)  # every table through encode() and numpy
+    n = predictor.coef.shape[1]
+    rng = np.random.default_rng(0)
+    rows = dataset.X.to_numpy()[::7].tolist() + [
+        (rng.normal(size=n) * rng.choice([1, 1e3, 1e50, 1e100, 1e300], size=n)).tolist() for _ in range(300)]
+    rows += [[float("nan")] * n, [1e300, -1e300] * (n // 2) + [0.0] * (n % 2)]
+    rows[-3][0] = float("nan")
+    with np.errstate(all="ignore"):
+        for row in rows:
+            expected = numpy_only.predict_proba(Table.from_numbers(np.array([row])))
+            np.testing.assert_array_equal(predictor.predict_proba(Table.from_numbers(np.array([row]))), expected)
+            np.testing.assert_array_equal(predictor.predict_row(row), expected[0])
+
+
 def test_extreme_inputs_stay_probabilities():
     dataset = load_dataset("iris")
     split = split_dataset(dataset, test_size=0.2, random_state=42)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.monitoring import DriftWindow, FeatureStats, population_stability
+from serving.monitoring import DriftWindow, FeatureStats, observe_all, population_stability
 from training.train import describe_features
 
 pytestmark = pytest.mark.unit
@@ -45,3 +45,21 @@ def test_window_evicts_old_rows():
     assert window.counts[0][-1] < 30
     window.add(np.full((100, 2), 50.0))
     assert window.counts[0][-1] == 100 and window.psi()[0] > 1.0
+
+
+def test_observe_all_counts_as_observe_one_by_one():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    def samples(observe) -> dict:
+        registry = CollectorRegistry()
+        observe(Histogram("h", "h", ["route"], buckets=(0.001, 0.01, 0.1, 1.0), registry=registry).labels("/p"))
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in registry.collect() for s in family.samples if not s.name.endswith("_created")}
+
+    amounts = [0.0, 0.001, 0.0010000001, 0.05, 0.1, 3.0, 1e-9, 0.5] + \
+        np.random.default_rng(0).exponential(0.02, 500).tolist()
+    expected = samples(lambda child: [child.observe(amount) for amount in amounts])
+    got = samples(lambda child: observe_all(child, amounts))
+    assert got.keys() == expected.keys() and len(got) == 7  # 5 buckets, count, sum
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
