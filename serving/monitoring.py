@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 WINDOW_ROWS = 1000  # rows in the rolling PSI window
+# The PSI of a handful of rows is noise that reads as an alarm (7 rows gave 5.5-7): the gauges
+# appear once the window holds this many rows.
+MIN_PSI_ROWS = 200
 # Answered requests reach the series this soon after, in one batch: short enough that a batch
 # (~0.1 ms, plus ~0.6 us a request) stalls no answer for long.
 FLUSH_SECONDS = 0.025
@@ -147,9 +150,12 @@ class ServiceMetrics:
             out = prom.Counter("classifier_feature_out_of_range",
                                "Feature values outside the training range", ["feature"])
             self.out_of_range = [out.labels(name) for name in stats.names]
-            psi = prom.Gauge("classifier_feature_psi", "Rolling population stability index",
-                             ["feature"], multiprocess_mode="mostrecent")
-            self.psi = [psi.labels(name) for name in stats.names]
+            self._psi_gauge = prom.Gauge(
+                "classifier_feature_psi",
+                f"Population stability index of the last {WINDOW_ROWS} rows against the training "
+                f"deciles, once {MIN_PSI_ROWS} rows were seen: about 0.1 moderate shift, above 0.25 large",
+                ["feature"], multiprocess_mode="mostrecent")
+            self.psi: list | None = None  # the gauges' children, made when they first have a value
 
     def observe(self, X: np.ndarray, predicted: np.ndarray) -> None:
         """Count one answered request: its rows and the predicted class indices (kept, not copied)."""
@@ -210,6 +216,10 @@ class ServiceMetrics:
             if count:
                 self.out_of_range[j].inc(count)
         self.window.add(X)
+        if self.window.seen < MIN_PSI_ROWS:
+            return
+        if self.psi is None:
+            self.psi = [self._psi_gauge.labels(name) for name in self.stats.names]
         for gauge, value in zip(self.psi, self.window.psi()):
             gauge.set(value)
 

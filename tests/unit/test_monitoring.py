@@ -63,3 +63,33 @@ def test_observe_all_counts_as_observe_one_by_one():
     assert got.keys() == expected.keys() and len(got) == 7  # 5 buckets, count, sum
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_psi_gauges_appear_only_once_the_window_holds_enough_rows():
+    import asyncio
+
+    import prometheus_client
+
+    from serving.monitoring import MIN_PSI_ROWS, ServiceMetrics
+
+    # Feature names of this test's own: the gauge is shared by every ServiceMetrics of the process.
+    X = np.random.default_rng(0).normal(size=(1000, 2))
+    stats = FeatureStats.from_dict(describe_features(pd.DataFrame(X, columns=["psi_a", "psi_b"]),
+                                                     ["psi_a", "psi_b"]))
+    shifted = np.full((1, 2), 50.0)  # far outside the training range: a large PSI once it shows
+
+    def psi_samples() -> list:
+        return [s for metric in prometheus_client.REGISTRY.collect() if metric.name == "classifier_feature_psi"
+                for s in metric.samples if s.labels.get("feature", "").startswith("psi_")]
+
+    async def feed(metrics: ServiceMetrics, rows: int) -> None:
+        for _ in range(rows):
+            metrics.observe(shifted, np.array([0]))
+        metrics.flush()
+
+    metrics = ServiceMetrics(class_names=["no", "yes"], stats=stats)
+    asyncio.run(feed(metrics, MIN_PSI_ROWS - 1))
+    assert metrics.psi is None and psi_samples() == []
+    asyncio.run(feed(metrics, 1))
+    values = {s.labels["feature"]: s.value for s in psi_samples()}
+    assert set(values) == {"psi_a", "psi_b"} and min(values.values()) > 0.25
