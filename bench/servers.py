@@ -219,6 +219,30 @@ def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
     process.wait()
 
 
+def start_mlflow_server(*, backend_store_uri: str, artifacts: Path, cwd: Path, log: Path,
+                        env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` with proxied artifacts on a free 127.0.0.1 port, answering /health.
+
+    Returns its process (its own group: stop it with stop_server) and its URL.
+    """
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(artifacts), "--serve-artifacts"],
+            cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log)
+    except BaseException:
+        stop_server(process)
+        raise
+    return process, url
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MiB."""
     try:

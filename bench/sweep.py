@@ -24,12 +24,11 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.servers import stop_server, wait_for_http
+from bench.servers import start_mlflow_server, stop_server
 
 GRID_ARGS = {
     "models": ["logistic_regression", "random_forest", "hist_gradient_boosting"],
@@ -37,33 +36,11 @@ GRID_ARGS = {
 }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_tracking_server(workdir: Path) -> tuple[subprocess.Popen, str]:
     """A real `mlflow server` on a free 127.0.0.1 port with its stores inside workdir."""
-    port = free_port()
-    log = workdir / "mlflow-server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-             "--artifacts-destination", str(workdir / "artifacts"), "--serve-artifacts"],
-            cwd=workdir, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log)
-    except BaseException:
-        stop_server(process)
-        raise
-    return process, url
+    return start_mlflow_server(backend_store_uri=f"sqlite:///{workdir / 'server.db'}",
+                               artifacts=workdir / "artifacts", cwd=workdir,
+                               log=workdir / "mlflow-server.log")
 
 
 def timed_sweep(*, label: str, url: str, dataset: str, grid, jobs: int = 1,
