@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import attrs
 import bentoml
 from pydantic import Field
 
@@ -37,6 +38,16 @@ class FastPathService(bentoml.Service):
 
     def to_asgi(self, is_main: bool = True):
         return in_front_of(super().to_asgi(is_main), http_app)
+
+    @property
+    def openapi_spec(self):
+        """BentoML's OpenAPI document, versioned by the model it serves."""
+        spec = super().openapi_spec
+        # BentoML takes info.version from a built Bento and writes "None" under `bentoml serve`;
+        # the model's tag says what a client talks to in both cases. Contact is dropped: it names
+        # BentoML's own team, who are not whom to ask about this service.
+        version = str(bentoml.models.get(get_settings().bento_model_tag).tag.version)
+        return attrs.evolve(spec, info=attrs.evolve(spec.info, version=version, contact=None))
 
 
 @bentoml.asgi_app(http_app, path="/")

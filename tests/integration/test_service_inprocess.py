@@ -61,3 +61,9 @@ def test_another_service_can_depend_on_it(service_module):
             return answer.predictions[0].label
 
     assert asyncio.run(Gateway().label(row=ROW)) == "setosa"
+
+
+def test_openapi_document_is_versioned_by_the_served_model(service_module):
+    info = service_module.ClassificationService.openapi_spec.asdict()["info"]
+    assert info["version"] == bentoml.models.get(get_settings().bento_model_tag).tag.version
+    assert info["version"].startswith("v") and "contact" not in info
