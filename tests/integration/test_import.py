@@ -100,6 +100,47 @@ def test_damaged_scaler_fails_and_leaves_store_unchanged(mlflow_store, damage, w
     assert _store_snapshot(home) == before
 
 
+def _replace_scaler(run_id: str, preprocess, tmp_path: Path) -> None:
+    """Log preprocess, fitted, as the run's scaler artifact in place of the one training logged."""
+    import skops.io
+
+    from training.config import SCALER_ARTIFACT
+
+    local = tmp_path / "upload" / Path(SCALER_ARTIFACT).name
+    local.parent.mkdir()
+    skops.io.dump(preprocess, local)
+    mlflow.MlflowClient().log_artifact(run_id, str(local), artifact_path=str(Path(SCALER_ARTIFACT).parent))
+
+
+@pytest.mark.parametrize("other", ["fitted_on_other_rows", "scaler_without_imputer", "scaler_of_other_columns"])
+def test_a_scaler_that_is_not_the_models_is_refused_with_one_line(mlflow_store, tmp_path, capsys, other):
+    """A readable, fitted preprocessing that is not the model's own: exit 1, one line, store unchanged."""
+    from sklearn.preprocessing import StandardScaler
+
+    from training.data import load_dataset, split_dataset
+    from training.models import build_preprocessor
+
+    results = run_experiments(dataset_name="iris", grid=lr_grid([1.0], ["l2"]))
+    promote_best()
+    dataset = load_dataset("iris")
+    if other == "fitted_on_other_rows":  # the very same kind of ColumnTransformer, other numbers
+        preprocess = build_preprocessor(numeric=dataset.numeric_features, categorical=[])
+        preprocess.fit(dataset.X.iloc[:40])
+    elif other == "scaler_without_imputer":  # the same training rows: only a row with missing values tells
+        preprocess = StandardScaler().fit(split_dataset(dataset, test_size=0.2, random_state=42).X_train)
+    else:  # one that cannot even transform the model's columns
+        preprocess = StandardScaler().fit(dataset.X.iloc[:, :3])
+    _replace_scaler(results[0].run_id, preprocess, tmp_path)
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _store_snapshot(home)
+    capsys.readouterr()
+    assert import_main([]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"error: the scaler artifact (the preprocessing) of run {results[0].run_id} "
+                   f"is not the one inside the model"]
+    assert _store_snapshot(home) == before
+
+
 def test_each_test_has_its_own_bentoml_home(tmp_path):
     from bentoml._internal.configuration.containers import BentoMLContainer
 
