@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine: `make demo` (train -> promote -> import -> serve) and
-# `make test`. Both create .venv and install from pyproject.toml when it is missing or stale.
+# `make test`. Both create .venv and install uv.lock into it when it is missing or stale.
 PYTHON_BASE ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 BENTOML := $(VENV)/bin/bentoml
 STAMP := $(VENV)/.installed
@@ -15,7 +15,7 @@ ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 # PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
 # PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
 # out only when .venv is (re)built, and the probe runs on any Python (even 2.7) without a traceback.
-SUPPORTED_PYTHONS := 3.11 3.12 3.13
+SUPPORTED_PYTHONS ?= 3.11 3.12 3.13
 comma := ,
 PYTHON_PROBLEM = $(shell $(PYTHON_BASE) -c 'import sys; v = sys.version_info; \
   ok = "%d.%d" % v[:2] in sys.argv[1:]; \
@@ -28,10 +28,15 @@ PYTHON_ADVICE = supported: $(subst $() ,$(comma) ,$(SUPPORTED_PYTHONS)); \
 python_version = $(shell $(1) -c 'import sys; sys.stdout.write("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 VENV_CLEAR = $(if $(filter-out $(call python_version,$(PYTHON_BASE)),$(call python_version,$(PY))),--clear )
 
-$(STAMP): pyproject.toml
+# uv installs every package at the version and sha256 uv.lock records (--locked: and refuses a
+# uv.lock older than pyproject.toml); pip only bootstraps uv itself, pinned as in uv.lock.
+UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+
+$(STAMP): pyproject.toml uv.lock
 	$(if $(PYTHON_PROBLEM),$(error $(PYTHON_PROBLEM); $(PYTHON_ADVICE)))
 	$(PYTHON_BASE) -m venv $(VENV_CLEAR)$(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --quiet --locked --extra dev --python $(PY)
 	@touch $(STAMP)
 
 setup: $(STAMP)
