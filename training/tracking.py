@@ -24,8 +24,15 @@ def check_reachable(settings: Settings) -> None:
     url = settings.tracking_uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=settings.connect_timeout) as response:
-            if response.status == 200:
+            answer = response.read(64)
+            # MLflow's /health says "OK"; any other page means another server holds the address,
+            # whose pages MLflow's client would report as a JSON error without naming it.
+            if response.status == 200 and answer.strip() == b"OK":
                 return
+            if response.status == 200:
+                raise TrackingUnavailable(
+                    f"{settings.tracking_uri} answers, but not as an MLflow tracking server "
+                    f"(its /health gave {answer.decode('utf-8', 'replace').strip()[:30]!r}, not 'OK')")
             reason = f"HTTP {response.status}"
     except urllib.error.HTTPError as error:
         reason = f"HTTP {error.code}"

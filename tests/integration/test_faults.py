@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import http.server
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -57,12 +62,87 @@ def test_unwritable_bentoml_store_is_one_line(trained_store, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every folder (None) and file (its bytes) under root."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in root.rglob("*")}
+
+
 def _model_store(home: Path) -> dict[str, bytes | None]:
     """Every folder (None) and file (its bytes) of the BentoML model store under home."""
-    store = home / "models"
-    if not store.exists():
-        return {}
-    return {str(p.relative_to(store)): None if p.is_dir() else p.read_bytes() for p in store.rglob("*")}
+    return _tree(home / "models")
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    """A web server that is not MLflow: every GET and POST is a 200 HTML page."""
+
+    def _page(self) -> None:
+        body = b"<html><body>\n<h1>Welcome</h1>\n</body></html>\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _page
+
+    def log_message(self, *args: object) -> None:  # keep the test's output clean
+        pass
+
+
+class _NotFound(http.server.SimpleHTTPRequestHandler):
+    """Python's file server on an empty folder: every path is a 404 HTML page."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _tracking_uri_of(kind: str, tmp_path: Path) -> Iterator[str]:
+    """An http:// URI on 127.0.0.1 where no MLflow answers: nothing listening, a socket that never
+    answers, or a real HTTP server that is not MLflow. Every port is held by us while in use."""
+    if kind in ("closed", "silent"):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))  # bound, so no one else takes the port meanwhile
+            if kind == "silent":
+                sock.listen(8)  # the kernel accepts connections; nobody ever reads or answers
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return
+    empty = tmp_path / "empty-site"
+    empty.mkdir()
+    handler = _NotMlflow if kind == "html_200" else \
+        lambda *args: _NotFound(*args, directory=str(empty))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("closed", f"is unreachable ([Errno {errno.ECONNREFUSED}] {os.strerror(errno.ECONNREFUSED)})"),
+    ("silent", "is unreachable (timed out)"),
+    ("not_found", "is unreachable (HTTP 404)"),
+    ("html_200", "answers, but not as an MLflow tracking server"),
+])
+@pytest.mark.parametrize("command", [["scripts/import_production.py"], ["-m", "training.promote"]],
+                         ids=["import", "promote"])
+def test_no_mlflow_at_the_tracking_uri_is_exit_1_with_one_line_naming_it(command, kind, words, tmp_path):
+    """As users run the commands; the BentoML home and the registry are left as they were."""
+    home = Path(os.environ["BENTOML_HOME"])
+    before = _tree(home)
+    with _tracking_uri_of(kind, tmp_path) as uri:
+        proc = _run_cli(command, MLFLOW_TRACKING_URI=uri, MLFLOW_CONNECT_TIMEOUT="1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and uri in lines[0] and words in lines[0], lines
+    assert _tree(home) == before
 
 
 def _import_killed_at(step: str, *, tmp_path: Path) -> None:
