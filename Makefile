@@ -91,4 +91,4 @@ bench-containers: setup
 	bench/containers.sh
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts .pytest_cache .hypothesis reports *.egg-info bench/results
+	rm -rf $(VENV) .venv-3.* mlflow.db mlartifacts .pytest_cache .hypothesis reports *.egg-info bench/results
