@@ -8,6 +8,7 @@ with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,6 +89,20 @@ class RunningService:
 
     name: str
     url: str
+
+
+def published_ports(engine: Engine, project: str) -> dict[str, list[str]]:
+    """Every running container of a compose project, by service: the host addresses
+    ("IP:PORT") its ports are published on, as the engine bound them (empty: none)."""
+    ids = engine.run("ps", "-q", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+    published: dict[str, list[str]] = {}
+    for info in json.loads(engine.run("inspect", *ids).stdout) if ids else []:
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        ports = info["NetworkSettings"].get("Ports") or {}
+        published.setdefault(service, []).extend(
+            f"{binding['HostIp']}:{binding['HostPort']}"
+            for bindings in ports.values() for binding in bindings or [])
+    return {service: sorted(addresses) for service, addresses in published.items()}
 
 
 def _run(command: list[str], *, timeout: float, check: bool, env: dict[str, str] | None = None,
@@ -227,21 +242,64 @@ def bentoml_env(home: Path) -> dict[str, str]:
     return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
 
 
+IMAGE_REPOSITORY = "classification_service"  # the Makefile's `containerize` tags this name
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """What `make containerize` left in the engine: the image tagged with the model it holds."""
+
+    tag: str  # classification_service:<the Bento model's version, v<registry version>-<run id>>
+    image_id: str
+    latest_id: str  # the id classification_service:latest had right after the make
+    output: str  # everything make and bentoml printed
+
+
+def image_id(engine: Engine, reference: str) -> str | None:
+    """The full id of an image reference, or None when the engine has no such image."""
+    proc = engine.run("image", "inspect", "--format", "{{.Id}}", reference, check=False)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
 @pytest.fixture(scope="package")
-def service_image(engine: Engine, trained: Trained) -> Iterator[str]:
-    """`bentoml build` from the repo root, then `bentoml containerize` into a unique tag."""
+def containerized(engine: Engine, trained: Trained) -> Iterator[ServiceImage]:
+    """The README's `make containerize` (`bentoml build` + `bentoml containerize`, tagged
+    v<version>-<run> and latest), run for real on the session's BentoML store.
+
+    `classification_service:latest` is a name the make moves: whatever it named before is put
+    back at the end (on a shared engine another session's make may move it meanwhile)."""
     if not (REPO_ROOT / "service.py").is_file():
         pytest.skip("service.py is not in the work tree yet: nothing to containerize")
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    latest = f"{IMAGE_REPOSITORY}:latest"
+    previous_latest = image_id(engine, latest)
     env = bentoml_env(trained.bentoml_home)
-    tag = f"classification-service-test:{uuid.uuid4().hex[:8]}"
-    _run([bentoml, "build"], cwd=REPO_ROOT, env=env, timeout=600, check=True)
+    venv = Path(sys.executable).parent.parent
+    # The venv this session runs in is the one to use; -o: never reinstall it from here.
+    command = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "containerize",
+               f"VENV={venv}", f"PY={sys.executable}", f"BENTOML={venv / 'bin' / 'bentoml'}",
+               f"ENGINE={engine.name}"]
+    tag = f"{IMAGE_REPOSITORY}:{trained.bento_tag.partition(':')[2]}"
+    made = _run(command, cwd=REPO_ROOT, env=env, timeout=BUILD_TIMEOUT + 600, check=False)
     try:
-        _run([bentoml, "containerize", "classification_service:latest", "--backend", engine.name,
-              "-t", tag], cwd=REPO_ROOT, env=env, timeout=BUILD_TIMEOUT, check=True)
-        yield tag
+        built, latest_id = image_id(engine, tag), image_id(engine, latest)
+        if made.returncode != 0 or built is None:
+            raise RuntimeError(f"`{' '.join(command)}` exited {made.returncode} and left no image "
+                               f"{tag}:\n{_tail(made)}")
+        yield ServiceImage(tag=tag, image_id=built, latest_id=latest_id or "",
+                           output=made.stdout + made.stderr)
     finally:
+        ours = image_id(engine, tag)
+        if ours is not None and image_id(engine, latest) == ours:
+            engine.run("untag", ours, latest, check=False)
         engine.run("rmi", "--no-prune", "-f", tag, check=False)
+        if previous_latest and image_id(engine, latest) is None:
+            engine.run("tag", previous_latest, latest, check=False)
+
+
+@pytest.fixture(scope="package")
+def service_image(containerized: ServiceImage) -> str:
+    """The image `make containerize` built, by its model tag."""
+    return containerized.tag
 
 
 @pytest.fixture(scope="package")
