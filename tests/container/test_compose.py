@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import secrets
+import socket
+from urllib.parse import urlparse
 
 import httpx
 import mlflow
@@ -11,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import ComposeStack, Engine, wait_for_container
+from tests.container.conftest import ComposeStack, Engine, published_ports, wait_for_container
 from tests.servers import forget_mlflow_uris
 from training.config import get_settings
 from training.data import load_dataset, split_dataset
@@ -23,6 +27,7 @@ pytestmark = pytest.mark.container
 
 MODEL_NAME = "ClassificationModel"
 POSTGRES_OVERRIDE = REPO_ROOT / "docker-compose.postgres.yml"
+HANG_GUARD = 60  # seconds; only keeps a broken service from hanging a test
 
 
 def _registry(stack: ComposeStack) -> mlflow.MlflowClient:
@@ -102,21 +107,105 @@ def test_containerized_service_serves_the_imported_production_model(engine, comp
     assert _exec(engine, service_container.name, "id", "-u") != "0"
 
 
-def test_compose_service_runs_the_image_with_the_api_key_passed_through(engine, compose_stack,
-                                                                        service_image):
+def _stalled(url: str, api_key: str) -> socket.socket:
+    """A connection whose authorized request announces a 100-byte body and sends 12 bytes of it."""
+    address = urlparse(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=HANG_GUARD)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + api_key.encode() + b"\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"features\":")
+    return sock
+
+
+def test_compose_service_passes_the_service_settings_through_from_the_shell(engine, compose_stack,
+                                                                             service_image):
+    """API_KEY, MAX_ROWS, MAX_BODY_BYTES and REQUEST_TIMEOUT set in compose's environment reach
+    the service: each limit answers with its own sentence, naming the value set."""
     port = free_port()
+    key, max_rows, max_body_bytes, request_timeout = "compose-test-key", 3, 1500, 1
     env = {**compose_stack.env, "SERVICE_IMAGE": service_image, "SERVICE_PORT": str(port),
-           "API_KEY": "compose-test-key"}
+           "API_KEY": key, "MAX_ROWS": str(max_rows), "MAX_BODY_BYTES": str(max_body_bytes),
+           "REQUEST_TIMEOUT": str(request_timeout)}
     engine.compose_run(compose_stack.project, "up", "-d", "--no-deps", "service", env=env)
     container = engine.container_of(compose_stack.project, "service")
     url = f"http://127.0.0.1:{port}"
     wait_for_container(engine, container, f"{url}/readyz")
-    row = {"features": [[5.1, 3.5, 1.4, 0.2]]}
-    assert httpx.post(f"{url}/predict", json=row, timeout=10).status_code == 401
-    allowed = httpx.post(f"{url}/predict", json=row, timeout=10,
-                         headers={"Authorization": "Bearer compose-test-key"})
-    assert allowed.status_code == 200, allowed.text
-    assert allowed.json()["predictions"][0]["label"] == "setosa"
+    auth = {"Authorization": f"Bearer {key}"}
+    row = [5.1, 3.5, 1.4, 0.2]
+    with httpx.Client(timeout=HANG_GUARD) as client:
+        refused = client.post(f"{url}/predict", json={"features": [row]})
+        assert (refused.status_code, refused.json()) == (
+            401, {"error": "a valid 'Authorization: Bearer <API key>' header is required"})
+        allowed = client.post(f"{url}/predict", json={"features": [row] * max_rows}, headers=auth)
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["predictions"][0]["label"] == "setosa"
+
+        too_many = client.post(f"{url}/predict", json={"features": [row] * (max_rows + 1)}, headers=auth)
+        assert (too_many.status_code, too_many.json()) == (
+            422, {"error": f"{max_rows + 1} rows is more than the limit of {max_rows} per request"})
+        body = b'{"features": [' + b", ".join([b"[5.1, 3.5, 1.4, 0.2]"] * 100) + b"]}"
+        assert len(body) > max_body_bytes
+        too_large = client.post(f"{url}/predict", content=body,
+                                headers={**auth, "content-type": "application/json"})
+        assert (too_large.status_code, too_large.json()) == (
+            413, {"error": f"the body is larger than the limit of {max_body_bytes} bytes"})
+    with _stalled(url, key) as slow:
+        answer = http.client.HTTPResponse(slow)
+        answer.begin()
+        assert (answer.status, json.loads(answer.read())) == (
+            408, {"error": f"the body did not arrive within {request_timeout} s"})
+
+    # Published on 127.0.0.1 only, as every port of the compose file.
+    assert published_ports(engine, compose_stack.project) == {
+        "mlflow": [f"127.0.0.1:{compose_stack.env['MLFLOW_PORT']}"], "service": [f"127.0.0.1:{port}"]}
+
+
+def _mlflow_api(url: str, host: str) -> httpx.Response:
+    """An MLflow REST call (host checks spare /health) sent with the given Host header."""
+    return httpx.get(f"{url}/api/2.0/mlflow/registered-models/search", headers={"Host": host},
+                     timeout=30)
+
+
+def test_compose_mlflow_accepts_only_the_host_names_it_knows(engine, compose_stack):
+    url, port = compose_stack.mlflow_url, compose_stack.env["MLFLOW_PORT"]
+    assert _mlflow_api(url, "evil.example").status_code == 403
+    assert _mlflow_api(url, f"evil.example:{port}").status_code == 403
+    for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "mlflow", "mlflow:5000"):
+        response = _mlflow_api(url, host)
+        assert response.status_code == 200, (host, response.text[:300])
+    # Other containers of the project reach it as http://mlflow:5000.
+    container = engine.container_of(compose_stack.project, "mlflow")
+    assert published_ports(engine, compose_stack.project)["mlflow"] == [f"127.0.0.1:{port}"]
+    probe = ("import urllib.request; print(urllib.request.urlopen("
+             "'http://mlflow:5000/api/2.0/mlflow/registered-models/search', timeout=10).status)")
+    assert _exec(engine, container, "python", "-c", probe) == "200"
+
+
+def test_mlflow_allowed_hosts_on_the_service_replaces_the_default_names(engine, compose_stack, tmp_path):
+    """MLFLOW_ALLOWED_HOSTS set on the `mlflow` service (an override file, as a user would add)
+    lets the new name in, and is the whole list: localhost and mlflow are then refused."""
+    override = tmp_path / "docker-compose.hosts.yml"
+    override.write_text('services:\n  mlflow:\n    environment:\n'
+                        '      MLFLOW_ALLOWED_HOSTS: "models.example.internal,models.example.internal:*"\n')
+    project = f"{compose_stack.project}hosts"
+    files = ("-f", str(override))
+    port = str(free_port())
+    env = {**compose_stack.env, "MLFLOW_PORT": port}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        engine.compose_run(project, *files, "up", "-d", "mlflow", env=env)
+        wait_for_container(engine, engine.container_of(project, "mlflow"), f"{url}/health")
+        for host in ("models.example.internal", f"models.example.internal:{port}"):
+            response = _mlflow_api(url, host)
+            assert response.status_code == 200, (host, response.text[:300])
+        for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", "mlflow:5000", "evil.example"):
+            assert _mlflow_api(url, host).status_code == 403, host
+        # /health is spared, so the compose healthcheck keeps working.
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        assert published_ports(engine, project) == {"mlflow": [f"127.0.0.1:{port}"]}
+    finally:
+        engine.compose_run(project, *files, "down", "-v", env=env, check=False, timeout=300)
+        engine.run("network", "rm", f"{project}_default", check=False)
 
 
 def test_postgres_override_needs_a_password_and_keeps_the_registry_in_postgresql(
@@ -162,6 +251,9 @@ def test_postgres_override_needs_a_password_and_keeps_the_registry_in_postgresql
         assert "postgresql+psycopg2://mlflow@postgres:5432/mlflow" in command_line
         assert password not in command_line
         assert not (tmp_path / "mlartifacts").exists()
+        # Only MLflow is published, on 127.0.0.1; PostgreSQL is reachable inside the project only.
+        assert published_ports(engine, project) == {"mlflow": [f"127.0.0.1:{env['MLFLOW_PORT']}"],
+                                                   "postgres": []}
     finally:
         engine.compose_run(project, *files, "down", "-v", env=env, check=False, timeout=300)
         engine.run("network", "rm", f"{project}_default", check=False)

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import BUILD_TIMEOUT, ComposeStack, Engine, wait_for_container
+from tests.container.conftest import (BUILD_TIMEOUT, ComposeStack, Engine, published_ports,
+                                      wait_for_container)
 
 pytestmark = pytest.mark.container
 
@@ -72,10 +73,12 @@ def test_the_lb_override_starts_mlflow_two_replicas_and_the_balancer_on_one_port
     engine = lb_stack.engine
     for service in ("mlflow", "service", "service-2", "lb"):
         assert lb_stack.container(service)
-    # The balancer publishes one port, on 127.0.0.1; the second replica publishes none.
-    published = engine.run("port", lb_stack.container("lb")).stdout.split()
-    assert published[-1] == f"127.0.0.1:{lb_stack.env['LB_PORT']}", published
-    assert engine.run("port", lb_stack.container("service-2")).stdout.strip() == ""
+    # The balancer publishes one port, on 127.0.0.1; the second replica publishes none; the
+    # others keep docker-compose.yml's, on 127.0.0.1 too.
+    assert published_ports(engine, lb_stack.project) == {
+        "mlflow": [f"127.0.0.1:{lb_stack.env['MLFLOW_PORT']}"],
+        "service": [f"127.0.0.1:{lb_stack.env['SERVICE_PORT']}"],
+        "service-2": [], "lb": [f"127.0.0.1:{lb_stack.env['LB_PORT']}"]}
     assert engine.run("exec", lb_stack.container("lb"), "id", "-u").stdout.strip() != "0"
 
     health = httpx.get(f"{lb_stack.url}/health", timeout=10)

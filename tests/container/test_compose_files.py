@@ -1,0 +1,55 @@
+"""The compose files as text, without an engine: every published port is on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+COMPOSE_FILES = sorted(REPO_ROOT.glob("docker-compose*.yml"))
+
+
+def _published(path) -> list[tuple[str, object]]:
+    """(service, ports entry) for every `ports:` entry of a compose file."""
+    services = (yaml.safe_load(path.read_text()) or {}).get("services") or {}
+    return [(name, entry) for name, service in services.items()
+            for entry in (service or {}).get("ports") or []]
+
+
+def _with_defaults(text: str) -> str:
+    """Compose's ${NAME:-default} and ${NAME-default} as their defaults (unset variables)."""
+    return re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", text)
+
+
+def _host_ip(entry: object) -> str | None:
+    """The host address of a short ("IP:HOST:CONTAINER") or long ({host_ip: ...}) ports entry."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip")
+    parts = _with_defaults(str(entry)).split(":")
+    return parts[0] if len(parts) == 3 else None  # "HOST:CONTAINER" or "CONTAINER": every address
+
+
+def test_the_compose_files_are_the_ones_the_readme_names():
+    names = {path.name for path in COMPOSE_FILES}
+    assert {"docker-compose.yml", "docker-compose.postgres.yml", "docker-compose.lb.yml"} <= names
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_every_published_port_is_on_127_0_0_1(path):
+    unbound = [(service, entry) for service, entry in _published(path) if _host_ip(entry) != "127.0.0.1"]
+    assert unbound == [], f"{path.name} publishes beyond 127.0.0.1: {unbound}"
+
+
+def test_the_ports_the_readme_names_are_published():
+    """MLFLOW_PORT and SERVICE_PORT (docker-compose.yml) and LB_PORT (the balancer) move them."""
+    published = {(path.name, service): str(entry) for path in COMPOSE_FILES
+                 for service, entry in _published(path)}
+    assert published[("docker-compose.yml", "mlflow")] == "127.0.0.1:${MLFLOW_PORT:-5000}:5000"
+    assert published[("docker-compose.yml", "service")] == "127.0.0.1:${SERVICE_PORT:-3000}:3000"
+    assert published[("docker-compose.lb.yml", "lb")] == "127.0.0.1:${LB_PORT:-8080}:8080"
+    assert not any(service == "postgres" for _, service in published)
