@@ -55,7 +55,13 @@ def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
         raise ModelIntegrityError(f"{tag} was imported by an older version of this project; re-import it")
     verify_sha256(directory, metadata.get("sha256", {}))
     schema = TableSchema.from_dict(metadata["schema"])
-    predictor = load_predictor(metadata["served_form"], directory, schema)
+    try:
+        predictor = load_predictor(metadata["served_form"], directory, schema)
+    except Exception as error:  # noqa: BLE001 - each form's reader fails its own way
+        # e.g. numpy's refusal of an array that would need unpickling, said as a refusal of the model.
+        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ModelIntegrityError(f"the {metadata['served_form']} form of {tag} cannot be read from its "
+                                  f"files: {first_line}") from None
     stats_path = directory / FEATURE_STATS_FILE
     stats = FeatureStats.from_dict(json.loads(stats_path.read_text())) if stats_path.exists() else None
     # Warm-up: prove the model predicts, even a row with every value missing, before the

@@ -300,3 +300,130 @@ def test_a_schema_of_other_columns_is_refused():
         {**f, "name": f["name"].upper()} for f in schema.to_dict()["features"]]})
     with pytest.raises(Unsupported):
         convert("linear", pipeline, renamed)
+
+
+# Loading for serving never unpickles (README, Security)
+
+# Run in a fresh interpreter: the libraries the load uses are imported first (what they do when
+# imported is not the model's files), then every way to unpickle is watched, the model folder is
+# loaded as the service loads it and predicts, and what was seen is printed as JSON. A control at
+# the end unpickles on purpose, so the watch is shown to see what it is meant to see.
+NO_PICKLE_PROBE = r"""
+import _pickle, io, json, pickle, sys
+from pathlib import Path
+
+import numpy as np
+import numpy.lib.format
+import onnxruntime, skops.io, sklearn.ensemble, sklearn.linear_model, threadpoolctl, yaml
+
+import serving.forms.compiled, serving.forms.linear, serving.forms.onnx, serving.forms.sklearn
+from serving.model import load_model
+from serving.schema import Table
+
+try:
+    import tl2cgen
+except ImportError:  # the compiled form is not tested without it
+    pass
+
+seen = []
+
+
+def watch(event, args):
+    if event == "pickle.find_class":  # any unpickler, C or Python, resolving a global
+        seen.append(f"pickle.find_class {args[0]}.{args[1]}")
+
+
+def refuse(name, original):
+    def refused(*args, **kwargs):
+        seen.append(name)
+        raise RuntimeError(f"{name} called")
+    return refused
+
+
+class RefusedUnpickler(pickle.Unpickler):
+    def __init__(self, *args, **kwargs):
+        seen.append("pickle.Unpickler")
+        raise RuntimeError("pickle.Unpickler called")
+
+
+def allow_pickle_watched(name, original):
+    def watched(*args, **kwargs):
+        if kwargs.get("allow_pickle"):
+            seen.append(f"{name}(allow_pickle=True)")
+        return original(*args, **kwargs)
+    return watched
+
+
+sys.addaudithook(watch)
+pickle.load, pickle.loads = refuse("pickle.load", pickle.load), refuse("pickle.loads", pickle.loads)
+pickle.Unpickler = RefusedUnpickler
+np.load = allow_pickle_watched("numpy.load", np.load)
+numpy.lib.format.read_array = allow_pickle_watched("numpy.lib.format.read_array", numpy.lib.format.read_array)
+
+directory, metadata_file, table_file = map(Path, sys.argv[1:4])
+metadata = json.loads(metadata_file.read_text())
+saved = np.load(table_file, allow_pickle=False)
+loaded = load_model(directory, metadata, tag="m:1")
+table = Table(numeric=saved["numeric"], categorical=np.array(json.loads(saved["categorical"].item()), dtype=object))
+probabilities = loaded.predictor.predict_proba(table)
+during_load = list(seen)
+
+# The control: each watched way, used on purpose.
+seen.clear()
+for attempt in (lambda: pickle.loads(pickle.dumps(1)),
+                lambda: pickle.Unpickler(io.BytesIO(b"")),
+                lambda: np.load(io.BytesIO(), allow_pickle=True),
+                lambda: _pickle.loads(_pickle.dumps(print))):  # past the patches: the audit hook's
+    try:
+        attempt()
+    except Exception:
+        pass
+buffer = io.BytesIO()
+np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+buffer.seek(0)
+try:
+    numpy.lib.format.read_array(buffer, allow_pickle=True)
+except Exception:
+    pass
+sys.stdout.write(json.dumps({"during_load": during_load, "control": seen,
+                             "form": loaded.predictor.form, "probabilities": probabilities.tolist()}))
+"""
+
+# A family each form serves; trees for the sklearn form, whose Cython objects pickle would rebuild.
+FAMILY_OF_FORM = {"linear": "logistic_regression", "onnx": "random_forest",
+                  "compiled": "hist_gradient_boosting", "sklearn": "random_forest"}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
+    """serving.model.load_model, then a prediction, with every way to unpickle watched."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.unit.conftest import save_model_folder
+
+    if form == "compiled" and not HAS_GCC:
+        pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
+    pipeline, schema, probe = case("mixed", FAMILY_OF_FORM[form])
+    directory = tmp_path / "model"
+    if form == "sklearn":  # the service reads it from the MLflow model inside the Bento model
+        save_mlflow_model(pipeline, directory / "mlflow_model")
+    metadata = save_model_folder(directory, convert(form, pipeline, schema), schema=schema, version="1")
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    table = Table.from_frame(probe, schema)
+    # The rows travel without pickle too: numbers as .npy, text as JSON.
+    np.savez(tmp_path / "table.npz", numeric=table.numeric,
+             categorical=np.array(json.dumps(table.categorical.tolist())))
+    proc = subprocess.run([sys.executable, "-c", NO_PICKLE_PROBE, str(directory), str(tmp_path / "metadata.json"),
+                           str(tmp_path / "table.npz")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)  # only a guard against a hang
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["form"] == form
+    assert report["during_load"] == []
+    np.testing.assert_allclose(report["probabilities"], pipeline.predict_proba(probe), rtol=0, atol=TOLERANCE)
+    assert {"pickle.loads", "pickle.Unpickler", "numpy.load(allow_pickle=True)",
+            "numpy.lib.format.read_array(allow_pickle=True)"} <= set(report["control"])
+    assert any(event.startswith("pickle.find_class") for event in report["control"]), report["control"]

@@ -88,3 +88,19 @@ def test_feature_count_must_match_the_model_at_warm_up(model_dir, feature_names)
     schema = numeric_schema(feature_names, ["a", "b", "c"]).to_dict()
     with pytest.raises(ModelIntegrityError):
         load_model(directory, {**metadata, "schema": schema}, tag="m:1")
+
+
+@pytest.mark.parametrize("name, arrays", [
+    ("encoder.npz", {"fill": np.array([0.0, {"x": 1}], dtype=object), "mean": np.zeros(2), "scale": np.ones(2)}),
+    ("linear_params.npz", {"coef": np.zeros((3, 2)), "intercept": np.array([0, 0, print], dtype=object)}),
+])
+def test_an_npz_that_needs_unpickling_is_refused_even_with_matching_hashes(model_dir, name, arrays):
+    """An object array is stored as a pickle inside the .npz: refused, not unpickled, even when the
+    recorded sha256 is that file's (as if it had been imported so)."""
+    from tests.unit.conftest import file_hashes
+
+    directory, metadata = model_dir
+    np.savez(directory / name, **arrays)  # numpy pickles object arrays when saving them
+    with pytest.raises(ModelIntegrityError,
+                       match=rf"the linear form of m:1 cannot be read from its files: .*allow_pickle=False"):
+        load_model(directory, {**metadata, "sha256": file_hashes(directory)}, tag="m:1")
