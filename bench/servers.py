@@ -12,14 +12,17 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The venv's own commands, whatever PATH says: `make` runs us as .venv/bin/python.
@@ -41,6 +44,17 @@ class NotReady(BenchError):
     """A server did not answer in time, or its process died while we waited."""
 
 
+class PortTaken(NotReady):
+    """The server exited because another process bound its port first (see start_on_free_port)."""
+
+
+# How servers word EADDRINUSE in their log: circus (bentoml serve) "OSError: [Errno 98] Address
+# already in use", uvicorn (mlflow server, mlflow models serve) "... address already in use".
+_ADDRESS_IN_USE = "address already in use"
+# free_port() hands out a port the kernel just chose, so a clash is rare: a few tries are plenty.
+PORT_ATTEMPTS = 5
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start one server, when it is ready and where it predicts."""
@@ -55,6 +69,11 @@ class ServerSpec:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def on_port(self, port: int) -> ServerSpec:
+        """The same server on another port (its command line names the port once)."""
+        argv = [str(port) if argument == str(self.port) else argument for argument in self.argv]
+        return ServerSpec(self.name, argv, port, self.ready_path, self.predict_path, self.body_format)
 
 
 @dataclass(frozen=True)
@@ -114,10 +133,31 @@ def prepare_model(env: dict[str, str], training_args: list[str] | None = None) -
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The port is released before it is returned: another process may bind it before the caller's
+    server does. Start servers with start_on_free_port, which tries another port then.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_on_free_port(start: Callable[[int], T], *, attempts: int = PORT_ATTEMPTS) -> T:
+    """start(port) on a free port; again on another free port while start raises PortTaken.
+
+    start must launch the server on that port and wait for it (wait_for_http raises PortTaken
+    when the process exited saying its address was in use), and stop it on any failure.
+    """
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        try:
+            return start(port)
+        except PortTaken:
+            logger.info("port %d was taken before the server bound it (try %d of %d)", port, attempt, attempts)
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_spec(name: str) -> ServerSpec:
@@ -164,22 +204,34 @@ def http_status(url: str, *, timeout: float = 1.0) -> int | None:
 
 def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
                  timeout: float = 120.0) -> RunningServer:
-    """Start spec in its own session and wait for its readiness URL; time process start to 200."""
+    """Start spec in its own session and wait for its readiness URL; time process start to 200.
+
+    If another process took spec's port first, the server is started on another free port: the
+    returned RunningServer.spec says where it listens.
+    """
     log = log_dir / f"{spec.name}.log"
-    started = time.monotonic()
-    with log.open("wb") as output:
-        process = subprocess.Popen(spec.argv, cwd=REPO_ROOT, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
-        wait_for_http(spec.url + spec.ready_path, timeout=timeout,
-                      alive=lambda: process.poll() is None, log=log, interval=0.02)
-    except BaseException:
-        stop_server(process)
-        raise
-    cold_start_s = time.monotonic() - started
-    logger.info("%-8s ready on %s in %.2f s", spec.name, spec.url, cold_start_s)
-    return RunningServer(spec, process, log, cold_start_s)
+
+    def start(port: int | None) -> RunningServer:
+        started_spec = spec if port is None else spec.on_port(port)
+        started = time.monotonic()
+        with log.open("wb") as output:
+            process = subprocess.Popen(started_spec.argv, cwd=REPO_ROOT, env=env, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
+            wait_for_http(started_spec.url + started_spec.ready_path, timeout=timeout,
+                          alive=lambda: process.poll() is None, log=log, interval=0.02, owner=process.pid)
+        except BaseException:
+            stop_server(process)
+            raise
+        cold_start_s = time.monotonic() - started
+        logger.info("%-8s ready on %s in %.2f s", started_spec.name, started_spec.url, cold_start_s)
+        return RunningServer(started_spec, process, log, cold_start_s)
+
+    try:  # first on the port make_spec chose a moment ago
+        return start(None)
+    except PortTaken:
+        return start_on_free_port(start, attempts=PORT_ATTEMPTS - 1)
 
 
 def wait_for_http(
@@ -189,17 +241,47 @@ def wait_for_http(
     alive: Callable[[], bool] = lambda: True,
     log: Path | None = None,
     interval: float = 0.5,
+    owner: int | None = None,
 ) -> float:
-    """Poll url until it answers 200; return the seconds it took. alive() False ends the wait."""
+    """Poll url until it answers 200; return the seconds it took. alive() False ends the wait.
+
+    With owner (a process id), a 200 counts only once that process or one of its descendants
+    listens on url's port: another server that took the port first answers too.
+    """
     started = time.monotonic()
     while True:
-        if http_status(url, timeout=3.0) == 200:
+        if http_status(url, timeout=3.0) == 200 and (owner is None or tree_listens(owner, url)):
             return time.monotonic() - started
         if not alive():
+            if log is not None and port_was_taken(log):
+                raise PortTaken(f"{url}: the port was taken before the server bound it{log_tail(log)}")
             raise NotReady(f"{url}: the server process exited{log_tail(log) if log else ''}")
         if time.monotonic() - started > timeout:
             raise NotReady(f"{url}: no 200 within {timeout:.0f} s{log_tail(log) if log else ''}")
         time.sleep(interval)
+
+
+def tree_listens(pid: int, url: str) -> bool:
+    """True if process pid or one of its descendants listens on url's TCP port."""
+    port = urllib.parse.urlsplit(url).port
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for process in processes:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in process.net_connections(kind="tcp")):
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return False
+
+
+def port_was_taken(log: Path) -> bool:
+    """True if a server's log says it could not bind its address because it was in use."""
+    return log.exists() and _ADDRESS_IN_USE in log.read_text(errors="replace").lower()
 
 
 def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
@@ -223,24 +305,28 @@ def start_mlflow_server(*, backend_store_uri: str, artifacts: Path, cwd: Path, l
                         env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """A real `mlflow server` with proxied artifacts on a free 127.0.0.1 port, answering /health.
 
-    Returns its process (its own group: stop it with stop_server) and its URL.
+    Returns its process (its own group: stop it with stop_server) and its URL. A port taken by
+    another process before the server bound it is replaced by another (start_on_free_port).
     """
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", backend_store_uri,
-             "--artifacts-destination", str(artifacts), "--serve-artifacts"],
-            cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log)
-    except BaseException:
-        stop_server(process)
-        raise
-    return process, url
+    def start(port: int) -> tuple[subprocess.Popen, str]:
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", "1", "--backend-store-uri", backend_store_uri,
+                 "--artifacts-destination", str(artifacts), "--serve-artifacts"],
+                cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log,
+                          owner=process.pid)
+        except BaseException:
+            stop_server(process)
+            raise
+        return process, url
+
+    return start_on_free_port(start)
 
 
 def tree_rss_mb(pid: int) -> float:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port, use_bentoml_home, use_store
-from tests.servers import NotReady, stop_process_group, wait_for_http
+from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
+from tests.servers import start_on_free_port, stop_process_group, wait_for_http
 
 BENTOML = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "bentoml"
 
@@ -27,23 +27,50 @@ class Server:
     log: Path
 
 
-def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: float = 90) -> Server:
-    """Start `bentoml serve` from the repo root and wait for /readyz to answer 200."""
-    port = free_port()
+def private_home(home: Path, *, port: int) -> Path:
+    """A BentoML home of one server's own that shares home's model store.
+
+    `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts (BentoML
+    1.4.40, bentoml.serving.ensure_prometheus_dir): a second server on the same home would wipe
+    the first one's /metrics series.
+    """
+    own = home.parent / f"{home.name}-serve-{port}"
+    own.mkdir(exist_ok=True)
+    if not (own / "models").exists():
+        (own / "models").symlink_to(home / "models", target_is_directory=True)
+    return own
+
+
+def launch_server(*, home: Path, port: int, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start `bentoml serve` from the repo root on port, serving home's model store, without
+    waiting; its process and log (in home)."""
     log = home / f"serve-{port}.log"
-    process = subprocess.Popen(
-        [str(BENTOML if BENTOML.exists() else shutil.which("bentoml")), "serve",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env={**os.environ, "BENTOML_HOME": str(home), **(env or {})},
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/readyz", timeout=timeout, alive=lambda: process.poll() is None,
-                      log=log, interval=0.2)
-    except NotReady:
-        stop_process_group(process)
-        raise
-    return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(BENTOML if BENTOML.exists() else shutil.which("bentoml")), "serve",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT, env={**os.environ, "BENTOML_HOME": str(private_home(home, port=port)), **(env or {})},
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
+
+
+def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: float = 90) -> Server:
+    """Start `bentoml serve` on a free port and wait for its /readyz to answer 200.
+
+    A port another process took first is replaced by another (start_on_free_port).
+    """
+    def start(port: int) -> Server:
+        process, log = launch_server(home=home, port=port, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/readyz", timeout=timeout, alive=lambda: process.poll() is None,
+                          log=log, interval=0.2, owner=process.pid)
+        except BaseException:
+            stop_process_group(process)
+            raise
+        return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
+
+    return start_on_free_port(start)
 
 
 @pytest.fixture(scope="module")
