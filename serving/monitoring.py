@@ -129,7 +129,7 @@ class ServiceMetrics:
         self.rows = prom.Histogram("classifier_request_rows", "Rows per /predict request",
                                    buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000))
         self.rejected = prom.Counter("classifier_rejected_requests",
-                                     "/predict requests refused, by reason", ["reason"])
+                                     "Requests to our routes refused, by reason", ["reason"])
         # Our routes answer before BentoML's traffic middleware, so they are timed here.
         self.latency = prom.Histogram("classifier_http_request_duration_seconds",
                                       "Time to answer, by endpoint and status", ["endpoint", "status"],

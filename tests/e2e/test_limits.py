@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import select
 import socket
 from urllib.parse import urlparse
 
@@ -14,6 +13,7 @@ import pytest
 from tests.e2e import hostile
 from tests.e2e.conftest import start_server
 from tests.servers import stop_process_group
+from training.config import get_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -53,16 +53,6 @@ def test_chunked_body_over_the_limit_is_413(limited):
     assert response.status_code == 413
 
 
-def _rejected(url: str, reason: str) -> float:
-    """classifier_rejected_requests_total{reason=...} as /metrics reports it now."""
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.startswith("classifier_rejected_requests_total{") and f'reason="{reason}"' in series:
-            total += float(value)
-    return total
-
-
 def _stalled(url: str) -> socket.socket:
     """A connection whose request announces a 100-byte body and sends 12 bytes of it."""
     address = urlparse(url)
@@ -72,25 +62,31 @@ def _stalled(url: str) -> socket.socket:
     return sock
 
 
+def _answer(sock: socket.socket) -> tuple[int, dict]:
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    return answer.status, json.loads(answer.read())
+
+
 def test_a_body_that_never_arrives_is_408_and_frees_the_worker(served, limited):
-    """The body deadline is REQUEST_TIMEOUT: the `limited` server (1 s) answers 408 while the
-    `served` one (the default, 10 s), stalled first, still waits; the message names the setting;
-    the single worker then serves the next request. Nothing is timed."""
-    timeouts = _rejected(limited.url, "timeout")
+    """The body deadline is REQUEST_TIMEOUT: the `limited` server answers 408 naming its 1 s, the
+    `served` one (the default) names 10 s; each is counted once under `timeout`; the single worker
+    then serves the next request. Nothing is timed."""
+    timeouts = {server.url: hostile.rejected(server.url, "timeout") for server in (served, limited)}
     with _stalled(served.url) as default_deadline, _stalled(limited.url) as short_deadline:
-        answer = http.client.HTTPResponse(short_deadline)
-        answer.begin()
-        body = answer.read()
-        assert select.select([default_deadline], [], [], 0)[0] == []  # no answer there yet
-    assert answer.status == 408, body
-    assert json.loads(body) == {"error": f"the body did not arrive within {REQUEST_TIMEOUT} s"}
-    assert _rejected(limited.url, "timeout") == timeouts + 1
-    assert httpx.post(f"{limited.url}/predict", json={"features": [ROW]}).status_code == 200
+        assert _answer(short_deadline) == (408, {"error": f"the body did not arrive within {REQUEST_TIMEOUT} s"})
+        default = f"{get_settings().request_timeout:g}"  # the served server's: 10 unless set
+        assert _answer(default_deadline) == (408, {"error": f"the body did not arrive within {default} s"})
+    for server in (served, limited):
+        assert hostile.rejected(server.url, "timeout") == timeouts[server.url] + 1
+        assert httpx.post(f"{server.url}/predict", json={"features": [ROW]}).status_code == 200
 
 
 @pytest.mark.parametrize("bad, route", hostile.cases("limited"))
 def test_every_post_route_enforces_the_limits(limited, bad, route):
     """The limit faults of the hostile table (tests/e2e/hostile.py) on every POST route."""
+    counted = hostile.rejected(limited.url, bad.reason)
     answer = hostile.send(limited.url, bad, route)
     hostile.assert_refused(answer, bad, route, url=limited.url)
+    assert hostile.rejected(limited.url, bad.reason) == counted + 1
     assert hostile.valid_request(limited.url, route).status_code == 200  # the worker is free again
