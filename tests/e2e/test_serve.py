@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import time
@@ -13,12 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.monitoring import MIN_PSI_ROWS
+from tests.conftest import REPO_ROOT
 from tests.e2e import hostile
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
+HANG_GUARD = 60  # seconds; only keeps a broken server from hanging a test
 
 
 @pytest.fixture
@@ -27,6 +31,34 @@ def production(served):
     mlflow.set_tracking_uri(served.tracking_uri)
     mlflow.set_registry_uri(served.tracking_uri)
     return mlflow.MlflowClient().get_model_version_by_alias("ClassificationModel", "production")
+
+
+def test_psi_gauges_appear_at_200_rows_and_react_to_shifted_inputs(served):
+    """No classifier_feature_psi series until MIN_PSI_ROWS rows were seen (the PSI of a handful of
+    rows is noise), then a large PSI for rows at the edge of the training range. A scrape of
+    /metrics first counts what this (single) worker answered, so no wait is needed.
+
+    It runs first on this module's server: the rows the other tests send would count too."""
+    def scrape() -> str:
+        return httpx.get(f"{served.url}/metrics").text
+
+    before = scrape()
+    seen = int(_metric(before, "classifier_request_rows_sum"))  # rows every route answered so far
+    assert seen < MIN_PSI_ROWS - 1, f"{seen} rows were served before this test: it must run first"
+    assert "classifier_feature_psi{" not in before
+    shifted = [7.9, 2.0, 6.9, 2.5]  # at the edge of the training range in every feature
+    response = httpx.post(f"{served.url}/predict", json={"features": [shifted] * (MIN_PSI_ROWS - 1 - seen)})
+    assert response.status_code == 200
+    one_short = scrape()
+    assert _metric(one_short, "classifier_request_rows_sum") == MIN_PSI_ROWS - 1
+    assert "classifier_feature_psi{" not in one_short
+
+    assert httpx.post(f"{served.url}/predict", json={"features": [shifted]}).status_code == 200
+    after = scrape()
+    assert _metric(after, "classifier_request_rows_sum") == MIN_PSI_ROWS
+    for feature in hostile.FEATURES:
+        assert f'classifier_feature_psi{{feature="{feature}"}}' in after, feature
+    assert _metric(after, "classifier_feature_psi", feature="petal length (cm)") > 1.0
 
 
 def test_health_reports_the_promoted_version(served, production):
@@ -205,17 +237,127 @@ def test_prometheus_counters_move(served):
         - _metric(before, "classifier_feature_out_of_range_total", feature="sepal length (cm)") == 1
 
 
-def test_psi_gauge_reacts_to_shifted_inputs(served):
-    shifted = [[7.9, 2.0, 6.9, 2.5]] * 1000  # every row at the edge of the training range
-    assert httpx.post(f"{served.url}/predict", json={"features": shifted}).status_code == 200
-    deadline = time.monotonic() + 5  # the gauges are refreshed 0.1 s after new rows arrive
-    while True:
-        text = httpx.get(f"{served.url}/metrics").text
-        psi = _metric(text, "classifier_feature_psi", feature="petal length (cm)")
-        if psi > 1.0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert psi > 1.0
+# One request for each reason a refusal is counted under (classifier_rejected_requests_total),
+# on the default server; REJECTIONS_ELSEWHERE lists the others and why.
+_JSON = {"content-type": "application/json"}
+_RECORD = dict(zip(hostile.FEATURES, IRIS_ROW))
+_V2_INFER = f"{hostile.V2_MODEL_PATH}/infer"
+_CSV_HEADER = ",".join(hostile.FEATURES)
+
+
+def _tensor(data=IRIS_ROW, shape=(1, 4), datatype="FP64", name="input") -> dict:
+    return {"name": name, "shape": list(shape), "datatype": datatype, "data": data}
+
+
+def _infer(*inputs, **extra) -> dict:
+    return {"json": {"inputs": list(inputs), **extra}}
+
+
+def _column(index: int) -> dict:
+    return _tensor(name=hostile.FEATURES[index], shape=(1,), data=[IRIS_ROW[index]])
+
+
+REJECTIONS = [  # reason, method, path, request
+    ("empty_body", "POST", "/predict", {"content": b"", "headers": _JSON}),
+    ("bad_encoding", "POST", "/predict", {"content": b'{"features": [[1, 2, 3, "\xff"]]}', "headers": _JSON}),
+    ("malformed_json", "POST", "/predict", {"content": b'{"features": [[1, 2', "headers": _JSON}),
+    ("not_an_object", "POST", "/predict", {"json": [IRIS_ROW]}),
+    ("duplicate_keys", "POST", "/predict", {"content": b'{"features": [[1,2,3,4]], "features": [[1,2,3,4]]}',
+                                            "headers": _JSON}),
+    ("unknown_keys", "POST", "/predict", {"json": {"features": [IRIS_ROW], "extra": 1}}),
+    ("missing_features", "POST", "/predict", {"json": {}}),
+    ("empty_features", "POST", "/predict", {"json": {"features": []}}),
+    ("not_a_row", "POST", "/predict", {"json": {"features": [IRIS_ROW, 5]}}),
+    ("wrong_length", "POST", "/predict", {"json": {"features": [[1.0, 2.0, 3.0]]}}),
+    ("not_a_number", "POST", "/predict", {"json": {"features": [[1.0, "a", 3.0, 4.0]]}}),
+    ("not_finite", "POST", "/predict", {"content": b'{"features": [[NaN, 1, 2, 3]]}', "headers": _JSON}),
+    ("out_of_range", "POST", "/predict", {"json": {"features": [[1e200, 1.0, 2.0, 3.0]]}}),
+    ("too_many_rows", "POST", "/predict", {"json": {"features": [IRIS_ROW] * 10_001}}),
+    ("content_type", "POST", "/predict", {"content": json.dumps({"features": [IRIS_ROW]}),
+                                          "headers": {"content-type": "text/plain"}}),
+    ("method", "GET", "/predict", {}),
+    ("missing_column", "POST", "/predict", {"json": {"records": [{hostile.FEATURES[0]: 5.1}]}}),
+    ("unknown_column", "POST", "/predict", {"json": {"records": [{**_RECORD, "colour": 1.0}]}}),
+    ("malformed_csv", "POST", "/invocations", {"content": (_CSV_HEADER + '\n"5"x,3.5,1.4,0.2\n').encode(),
+                                               "headers": {"content-type": "text/csv"}}),
+    ("duplicate_column", "POST", "/invocations", {
+        "content": f"{hostile.FEATURES[0]},{_CSV_HEADER}\n5.1,5.1,3.5,1.4,0.2\n".encode(),
+        "headers": {"content-type": "text/csv"}}),
+    ("not_found", "GET", "/v2/no-such-path", {}),
+    ("unknown_model", "POST", "/v2/models/OtherModel/infer", _infer(_tensor())),
+    ("bad_header_length", "POST", _V2_INFER, {"content": b"{}", "headers": {"inference-header-content-length": "99"}}),
+    ("binary_without_header", "POST", _V2_INFER, {
+        "content": b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", '
+                   b'"parameters": {"binary_data_size": 32}}]}' + np.array(IRIS_ROW, "<f8").tobytes()}),
+    ("bad_id", "POST", _V2_INFER, _infer(_tensor(), id=7)),
+    ("bad_parameters", "POST", _V2_INFER, _infer(_tensor(), parameters=[])),
+    ("missing_inputs", "POST", _V2_INFER, {"json": {"inputs": []}}),
+    ("duplicate_input", "POST", _V2_INFER, _infer(_column(0), _column(0))),
+    ("bad_tensor", "POST", _V2_INFER, _infer("input")),
+    ("bad_shape", "POST", _V2_INFER, _infer(_tensor(shape=(1, -4)))),
+    ("bad_binary", "POST", _V2_INFER, _infer({"name": "input", "shape": [1, 4], "datatype": "FP64",
+                                              "parameters": {"binary_data_size": -1}})),
+    ("missing_data", "POST", _V2_INFER, _infer({"name": "input", "shape": [1, 4], "datatype": "FP64"})),
+    ("bad_outputs", "POST", _V2_INFER, _infer(_tensor(), outputs={})),
+    ("unknown_output", "POST", _V2_INFER, _infer(_tensor(), outputs=[{"name": "colour"}])),
+    ("duplicate_output", "POST", _V2_INFER, _infer(_tensor(), outputs=[{"name": "label"}, {"name": "label"}])),
+    ("wrong_datatype", "POST", _V2_INFER, _infer(_tensor(datatype="BYTES", data=["a", "b", "c", "d"]))),
+    ("wrong_shape", "POST", _V2_INFER, _infer(_tensor(shape=(1, 3), data=IRIS_ROW[:3]))),
+    ("unknown_input", "POST", _V2_INFER, _infer(_column(0), _tensor(name="colour", shape=(1,), data=[1.0]))),
+    ("missing_input", "POST", _V2_INFER, _infer(_column(0), _column(1))),
+    ("bad_data", "POST", _V2_INFER, _infer(_tensor(data={"a": 1}))),
+    ("wrong_length", "POST", _V2_INFER, _infer(_tensor(data=IRIS_ROW[:3]))),
+    ("not_a_number", "POST", _V2_INFER, _infer(_tensor(data=[5.1, "x", 1.4, 0.2]))),
+    ("not_finite", "POST", _V2_INFER, _infer(_tensor(datatype="INT64", data=[2**70, 3, 1, 0]))),
+    ("out_of_range", "POST", _V2_INFER, _infer(_tensor(data=[1e200, 3.5, 1.4, 0.2]))),
+    ("empty_features", "POST", _V2_INFER, _infer(_tensor(shape=(0, 4), data=[]))),
+]
+REJECTIONS_ELSEWHERE = {
+    "auth": "test_auth.py, on the server with an API key",
+    "too_large": "test_limits.py, on the server with small limits",
+    "timeout": "test_limits.py, on the server with small limits",
+    "not_ready": "never over HTTP: uvicorn accepts connections once the model is loaded (test_startup.py)",
+    "needs_records": "a model with text columns only (iris has none)",
+    "not_text": "a model with text columns only (iris has none)",
+}
+
+
+def _reasons_in_code() -> set[str]:
+    """Every reason label a refusal can carry: the literal reason of each RequestError and v2._bad."""
+    reasons = set()
+    for path in (REPO_ROOT / "serving").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("RequestError", "_bad") and node.args \
+                    and isinstance(node.args[-1], ast.Constant) and isinstance(node.args[-1].value, str):
+                reasons.add(node.args[-1].value)
+    return reasons
+
+
+def test_every_rejection_reason_is_covered_here_or_elsewhere():
+    """A new refusal reason needs a row in REJECTIONS (or a word in REJECTIONS_ELSEWHERE)."""
+    assert {reason for reason, *_ in REJECTIONS} | set(REJECTIONS_ELSEWHERE) == _reasons_in_code()
+
+
+def _rejected_by_reason(text: str) -> Counter:
+    counts: Counter = Counter()
+    for line in text.splitlines():
+        if line.startswith("classifier_rejected_requests_total{"):
+            series, _, value = line.rpartition(" ")
+            counts[re.search(r'reason="([^"]*)"', series).group(1)] += float(value)
+    return counts
+
+
+@pytest.mark.parametrize("reason, method, path, request_", REJECTIONS,
+                         ids=[f"{reason}-{path}" for reason, _, path, _ in REJECTIONS])
+def test_each_refusal_is_counted_once_under_its_reason(served, reason, method, path, request_):
+    """classifier_rejected_requests_total{reason} grows by exactly one, and no other reason moves;
+    a scrape of /metrics first counts what the worker answered."""
+    before = _rejected_by_reason(httpx.get(f"{served.url}/metrics").text)
+    response = httpx.request(method, f"{served.url}{path}", timeout=30, **request_)
+    assert 400 <= response.status_code < 500 and response.json()["error"], response.text[:300]
+    after = _rejected_by_reason(httpx.get(f"{served.url}/metrics").text)
+    assert {key: after[key] - before[key] for key in after if after[key] != before[key]} == {reason: 1}
 
 
 DURATION_COUNT = "classifier_http_request_duration_seconds_count"
@@ -269,12 +411,14 @@ def test_metrics_count_requests_per_route(served):
     for method, path, request, _, status in sent:
         response = httpx.request(method, f"{served.url}{path}", **request)
         assert response.status_code == status, (method, path, response.text[:200])
-    deadline = time.monotonic() + 3  # a request is counted right after its answer is written
+    # A request is counted just after its answer is written, so the last one may be a moment
+    # late for the first scrape: scrape until it is there. The limit only ends a broken wait.
+    give_up = time.monotonic() + HANG_GUARD
     while True:
         after = scrape()
         increase = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
-        if increase == expected or time.monotonic() > deadline:
+        if increase == expected or time.monotonic() > give_up:
             break
-        time.sleep(0.05)
+        time.sleep(0.05)  # a poll, not a measured duration
     assert increase == expected
     assert not any("ClassificationModel" in endpoint or "OtherModel" in endpoint for endpoint, _ in after)

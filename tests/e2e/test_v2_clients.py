@@ -49,13 +49,18 @@ def infer_input(rows: np.ndarray, datatype: str, *, binary: bool) -> InferInput:
     return tensor
 
 
+def other_version(health: dict) -> str:
+    """A registry version that is not the served one (the next, which was never imported)."""
+    return str(int(health["version"]) + 1)
+
+
 def test_server_and_model_are_live_and_ready(client, health):
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.is_model_ready(MODEL)
     assert client.is_model_ready(MODEL, model_version=health["version"])
     assert not client.is_model_ready("OtherModel")
-    assert not client.is_model_ready(MODEL, model_version="999999")
+    assert not client.is_model_ready(MODEL, model_version=other_version(health))
 
 
 def test_server_metadata(client):
@@ -112,12 +117,12 @@ def test_the_versioned_path_works_and_another_version_or_model_is_refused(client
     versioned = client.infer(MODEL, rows, model_version=health["version"])
     np.testing.assert_array_equal(versioned.as_numpy("probabilities"),
                                   client.infer(MODEL, rows).as_numpy("probabilities"))
-    for name, version in [(MODEL, "999999"), ("OtherModel", ""), ("OtherModel", health["version"])]:
+    for name, version in [(MODEL, other_version(health)), ("OtherModel", ""), ("OtherModel", health["version"])]:
         with pytest.raises(InferenceServerException) as caught:
             client.infer(name, rows, model_version=version)
         assert caught.value.status() == "404" and caught.value.message()
     with pytest.raises(InferenceServerException):
-        client.get_model_metadata(MODEL, model_version="999999")
+        client.get_model_metadata(MODEL, model_version=other_version(health))
 
 
 def tensor(data, shape, datatype="FP64", name="input") -> dict:
