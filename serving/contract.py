@@ -141,42 +141,6 @@ def _plain_array(rows: list, *, n_features: int) -> np.ndarray | None:
     return None if (np.abs(X) > MAX_ABS_FEATURE).any() else X
 
 
-def read_plain_features(body: bytes, *, n_features: int) -> np.ndarray | None:
-    """The rows of a plain `{"features": [[numbers...], ...]}` body, or None if it is anything else.
-
-    The fast path for the common case: it accepts only bodies the strict path accepts (numbers
-    within MAX_ABS_FEATURE among them), and gives the same array, so every error is still found
-    and worded by the strict path.
-    """
-    rows = _plain_rows(body)
-    if rows is None:
-        return None
-    if len(rows) == 1:
-        row = _plain_row(rows[0], n_features=n_features)
-        return None if row is None else np.array([row], dtype=np.float64)
-    return _plain_array(rows, n_features=n_features)
-
-
-def parse_features(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
-    """Turn a /predict body into a (rows, n_features) float64 array or raise RequestError."""
-    X = read_plain_features(body, n_features=n_features)
-    if X is None:  # anything unusual: the strict path finds and words the error
-        return parse_features_strictly(body, n_features=n_features, max_rows=max_rows)
-    check_row_count(len(X), max_rows=max_rows)
-    return X
-
-
-def parse_features_strictly(body: bytes, *, n_features: int, max_rows: int) -> np.ndarray:
-    """parse_features for any body, value by value: slower, with a precise error for each fault."""
-    document = load_json_object(body, example='{"features": [[...], ...]}')
-    extra = sorted(set(document) - {"features"})
-    if extra:
-        raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' is accepted", "unknown_keys")
-    if "features" not in document:
-        raise RequestError(400, "the 'features' key is missing", "missing_features")
-    return features_to_array(document["features"], n_features=n_features, max_rows=max_rows)
-
-
 def features_to_array(rows: object, *, n_features: int, max_rows: int) -> np.ndarray:
     """The value of `features`: a list of rows of numbers, or one flat row."""
     if not isinstance(rows, list) or not rows:
@@ -207,8 +171,11 @@ class PredictRequestReader:
         """read(), except that a body of one plain row of numbers gives that row: the list of its
         numbers, checked as read() checks them, for predictors that take one row as is."""
         if self.plain_width:
+            # The fast path for the common case, a plain {"features": [[numbers...], ...]}: it takes
+            # only bodies the strict path below accepts, and gives the same rows; anything else goes
+            # on to the strict path, which finds and words every error.
             rows = _plain_rows(body)
-            if rows is not None:  # the fast path for the common case
+            if rows is not None:
                 if len(rows) == 1:
                     row = _plain_row(rows[0], n_features=self.plain_width)
                     if row is not None:

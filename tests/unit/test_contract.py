@@ -3,36 +3,52 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import serving.contract
 from serving.contract import (
+    MAX_ABS_FEATURE,
     AnswerWriter,
     PredictRequestReader,
     RequestError,
     format_predictions,
-    parse_features,
-    parse_features_strictly,
     parse_mlflow_request,
     parse_predict_request,
-    read_plain_features,
 )
 from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
 
 pytestmark = pytest.mark.unit
 
+# `features` bodies: rows of numbers, for a model whose columns are all numbers
+NUMERIC = TableSchema(features=(Feature("x", NUMBER), Feature("y", NUMBER)), class_names=("a", "b"))
 
-def parse(body: bytes, n_features: int = 2, max_rows: int = 3) -> np.ndarray:
-    return parse_features(body, n_features=n_features, max_rows=max_rows)
+
+def parse(body: bytes, max_rows: int = 3) -> np.ndarray:
+    """The rows of a /predict body as the service reads them (PredictRequestReader, as serving.app)."""
+    table = PredictRequestReader(schema=NUMERIC, max_rows=max_rows).read(body)
+    assert table.categorical.shape == (len(table), 0)
+    return table.numeric
+
+
+def strict_reader(max_rows: int = 3) -> PredictRequestReader:
+    """The reader with its fast path for plain rows of numbers off, as for a model with text columns."""
+    reader = PredictRequestReader(schema=NUMERIC, max_rows=max_rows)
+    reader.plain_width = 0
+    return reader
 
 
 def test_rows_and_a_flat_row_are_accepted():
     np.testing.assert_array_equal(parse(b'{"features": [[1, 2.5], [3, 4]]}'), [[1, 2.5], [3, 4]])
     np.testing.assert_array_equal(parse(b'{"features": [1, 2]}'), [[1, 2]])
     assert parse(b'{"features": [1, 2]}').dtype == np.float64
+    # The same bodies, read value by value, give the same rows.
+    np.testing.assert_array_equal(strict_reader().read(b'{"features": [[1, 2.5], [3, 4]]}').numeric, [[1, 2.5], [3, 4]])
+    np.testing.assert_array_equal(strict_reader().read(b'{"features": [1, 2]}').numeric, [[1, 2]])
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -41,7 +57,7 @@ def test_rows_and_a_flat_row_are_accepted():
     (b"[[1, 2]]", 400, "JSON object"),
     (b'{"rows": [[1, 2]]}', 400, "unknown key"),
     (b'{"features": [[1, 2]], "extra": 1}', 400, "unknown key"),
-    (b"{}", 400, "missing"),
+    (b"{}", 400, "exactly one of 'features' or 'records'"),
     (b'{"features": []}', 400, "non-empty"),
     (b'{"features": null}', 400, "non-empty"),
     (b'{"features": [[1, 2], [3]]}', 422, "row 1 has 1 values"),
@@ -70,10 +86,10 @@ def test_bad_bodies_raise_request_errors(body, status, words):
     assert words in info.value.message
 
 
-def outcome(parse, body: bytes) -> object:
-    """What a parser makes of body: the rows, or the error it answers with."""
+def outcome(reader: PredictRequestReader, body: bytes) -> object:
+    """What a reader makes of body: the rows, or the error it answers with."""
     try:
-        return parse(body, n_features=2, max_rows=3).tolist()
+        return reader.read(body).numeric.tolist()
     except RequestError as error:
         return error.status, error.message, error.reason
 
@@ -93,25 +109,87 @@ json_bodies = st.builds(lambda document, separators, indent: json.dumps(
 # Text made only of what the fast path lets through, valid JSON or not.
 number_soup = st.text(alphabet="0123456789+-.eE,[] \n", max_size=30).map(
     lambda text: b'{"features":' + text.encode() + b"}")
+# The edges of what the fast path takes, in every run: rows over the limit, the range's bounds.
+EDGE_BODIES = [b'{"features": [[1, 2], [1, 2], [1, 2], [1, 2]]}', b'{"features": [[1, 2], [3, 4], [5, 6]]}',
+               b'{"features": [1, 1e100]}', b'{"features": [[1, 1.0000000000000002e100]]}',
+               b'{"features": [[1, 2], [-1e100, 1.0000000000000002e100]]}', b'{"features": [[1, true]]}']
+
+
+def with_edges(test):
+    """The property test, run on EDGE_BODIES as well as on what hypothesis draws."""
+    for body in EDGE_BODIES:
+        test = example(body=body)(test)
+    return test
 
 
 @settings(max_examples=600, deadline=None)
 @given(body=st.one_of(json_bodies, number_soup))
+@with_edges
 def test_the_fast_path_agrees_with_the_strict_path(body):
-    assert outcome(parse_features, body) == outcome(parse_features_strictly, body)
+    assert outcome(PredictRequestReader(schema=NUMERIC, max_rows=3), body) == outcome(strict_reader(), body)
+
+
+class StrictPathTaken(Exception):
+    """Raised where the strict path starts, to show a body did not take the fast path."""
 
 
 @pytest.mark.parametrize("document", [{"features": [[1, 2.5], [3e-5, -4]]}, {"features": [1, 2]}])
 @pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
-def test_plain_bodies_take_the_fast_path(document, separators):
+def test_plain_bodies_take_the_fast_path(document, separators, monkeypatch):
+    def strict_path(*args: object, **kwargs: object) -> dict:
+        raise StrictPathTaken
+
+    monkeypatch.setattr(serving.contract, "load_json_object", strict_path)
     body = json.dumps(document, separators=separators).encode()
-    assert read_plain_features(body, n_features=2) is not None
-    assert read_plain_features(body.replace(b"1", b"true", 1), n_features=2) is None
+    reader = PredictRequestReader(schema=NUMERIC, max_rows=3)
+    np.testing.assert_array_equal(reader.read(body).numeric, np.array(document["features"], ndmin=2))
+    with pytest.raises(StrictPathTaken):
+        reader.read(body.replace(b"1", b"true", 1))
+
+
+def plain_reading(body: bytes) -> list | None:
+    """What a /predict body of `features` holds by a plain reading of its JSON, or None if it is
+    not two finite numbers (not booleans) within MAX_ABS_FEATURE per row, 1 to 3 rows."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or set(document) != {"features"}:
+        return None
+    rows = document["features"]
+    if not isinstance(rows, list) or not rows:
+        return None
+    rows = rows if isinstance(rows[0], list) else [rows]
+    if len(rows) > 3 or any(not isinstance(row, list) or len(row) != 2 for row in rows):
+        return None
+    values = [value for row in rows for value in row]
+    if any(type(value) not in (int, float) for value in values):
+        return None
+    try:
+        numbers = [float(value) for value in values]
+    except OverflowError:  # an integer beyond float64
+        return None
+    if not all(math.isfinite(number) and abs(number) <= MAX_ABS_FEATURE for number in numbers):
+        return None
+    return [[float(value) for value in row] for row in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.one_of(json_bodies, number_soup))
+@with_edges
+def test_features_bodies_are_read_as_a_plain_reading_of_their_json(body):
+    """The reader takes exactly the bodies a plain reading finds valid, and gives their numbers."""
+    expected = plain_reading(body)
+    if expected is None:
+        with pytest.raises(RequestError) as info:
+            parse(body)
+        assert info.value.status in (400, 422) and info.value.message
+    else:
+        assert parse(body).tolist() == expected
 
 
 # /predict against the schema: rows of numbers for all-numeric models, records for any model
 
-NUMERIC = TableSchema(features=(Feature("x", NUMBER), Feature("y", NUMBER)), class_names=("a", "b"))
 # Columns interleaved on purpose: the Table keeps numbers and text apart, each in schema order.
 MIXED = TableSchema(features=(Feature("age", NUMBER), Feature("colour", CATEGORY, ("blue", "red")),
                               Feature("income", NUMBER), Feature("plan", CATEGORY, ("basic", "pro"))),
@@ -202,6 +280,7 @@ def test_the_first_bad_row_is_the_one_named():
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.one_of(json_bodies, number_soup))
+@with_edges
 def test_one_plain_row_is_the_row_read_would_give(body):
     reader = PredictRequestReader(schema=NUMERIC, max_rows=3)
     try:
@@ -217,20 +296,6 @@ def test_one_plain_row_is_the_row_read_would_give(body):
         assert len(expected) == 1
     else:
         same_table(got, expected)
-
-
-@settings(max_examples=300, deadline=None)
-@given(body=st.one_of(json_bodies, number_soup))
-def test_predict_on_an_all_numeric_model_agrees_with_parse_features(body):
-    """The same rows as parse_features for every body it accepts, and a refusal for every one it refuses."""
-    try:
-        expected = parse_features(body, n_features=2, max_rows=3)
-    except RequestError as error:
-        with pytest.raises(RequestError) as info:
-            parse_predict_request(body, schema=NUMERIC, max_rows=3)
-        assert info.value.status == error.status
-        return
-    same_table(parse_predict_request(body, schema=NUMERIC, max_rows=3), Table.from_numbers(expected))
 
 
 @pytest.mark.parametrize("body", [
