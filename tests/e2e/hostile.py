@@ -81,7 +81,8 @@ DUPLICATES = {
                 b'"data": [5.1, 3.5, 1.4, 0.2], "data": [1, 1, 1, 1]}]}',
 }
 # NaN in rows by column name (/predict `records`, /invocations `dataframe_records`).
-_NAN_RECORD = b'[{"sepal length (cm)": NaN, "sepal width (cm)": 3.5, "petal length (cm)": 1.4, "petal width (cm)": 0.2}]'
+_NAN_RECORD = (b'[{"sepal length (cm)": NaN, "sepal width (cm)": 3.5, '
+               b'"petal length (cm)": 1.4, "petal width (cm)": 0.2}]')
 RECORDS_NAN = {"predict": b'{"records": ' + _NAN_RECORD + b"}",
                "invocations-json": b'{"dataframe_records": ' + _NAN_RECORD + b"}"}
 
@@ -181,7 +182,8 @@ HOSTILE = [
     Hostile("charset other than UTF-8", "served", _statuses(415, 415, None, csv=415),
             headers=lambda route: {"content-type": f"{route.content_type}; charset=latin-1"}),
     # Limits: the `limited` server.
-    Hostile("more rows than MAX_ROWS", "limited", _statuses(422), reason="too_many_rows", body=lambda route: route.body(count=6)),
+    Hostile("more rows than MAX_ROWS", "limited", _statuses(422), reason="too_many_rows",
+            body=lambda route: route.body(count=6)),
     Hostile("body over MAX_BODY_BYTES", "limited", _every(413), reason="too_large",
             body=lambda route: route.body(padding=3000), error=_said(TOO_LARGE)),
     Hostile("chunked body over MAX_BODY_BYTES", "limited", _every(413), reason="too_large",

@@ -47,7 +47,8 @@ def test_probes_and_metadata_stay_open(served, keyed, path):
     model's server without a key answers (the lineage, not a refusal)."""
     answer, open_answer = httpx.get(f"{keyed.url}{path}"), httpx.get(f"{served.url}{path}")
     assert answer.status_code == 200, answer.text[:300]
-    assert (answer.headers["content-type"], answer.content) == (open_answer.headers["content-type"], open_answer.content)
+    assert answer.headers["content-type"] == open_answer.headers["content-type"]
+    assert answer.content == open_answer.content
 
 
 def test_metadata_is_the_lineage_without_a_key(keyed):
