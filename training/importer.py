@@ -337,7 +337,11 @@ def _mlflow_version(directory: Path) -> str:
 def _model_store_path() -> Path:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
-    return Path(BentoMLContainer.model_store.get()._path)
+    try:
+        return Path(BentoMLContainer.model_store.get()._path)
+    except OSError as error:  # BentoML creates its home's folders on first use
+        raise ImportFailed(f"cannot write to the BentoML store at {error.filename or 'BENTOML_HOME'}: "
+                           f"{error.strerror or error}") from None
 
 
 def _remove_stale_staging(home: Path) -> None:
