@@ -75,9 +75,11 @@ build: setup
 # The image is tagged with the model it holds (v<registry version>-<run id>) and as latest.
 MODEL_IN_IMAGE = $(shell $(PY) -c 'import bentoml; print(bentoml.models.get("$(or $(BENTO_MODEL_TAG),classification_model:latest)").tag.version)' 2>/dev/null)
 
+# bentoml 1.4.40's containerize declares --quiet twice, and click warns about it on every run.
 containerize: build
 	@test -n "$(MODEL_IN_IMAGE)" || { echo "error: no imported model in the BentoML store: run make import first" >&2; exit 1; }
-	$(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:$(MODEL_IN_IMAGE)
+	PYTHONWARNINGS='ignore:The parameter --quiet is used more than once:UserWarning' \
+	  $(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:$(MODEL_IN_IMAGE)
 	$(ENGINE) tag classification_service:$(MODEL_IN_IMAGE) classification_service:latest
 
 test-containers: setup

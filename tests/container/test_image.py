@@ -50,6 +50,12 @@ def test_make_containerize_tags_the_image_with_the_model_it_holds_and_as_latest(
     assert containerized.latest_id == containerized.image_id
 
 
+def test_make_containerize_prints_no_warnings(containerized: ServiceImage):
+    """A normal build is quiet: no Python or click warnings (bentoml's doubled --quiet among them)."""
+    warnings = [line for line in containerized.output.splitlines() if "Warning" in line]
+    assert not warnings, "\n".join(warnings)
+
+
 def test_the_service_image_runs_as_the_user_bentoml(engine, service_container: RunningService):
     name, uid, process_uids = _user(engine, service_container.name)
     assert name == "bentoml"
