@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -30,25 +28,6 @@ from training.config import get_settings
 logger = logging.getLogger(__name__)
 
 http_app = PredictionApp()
-
-# Test hook: SERVE_HOLD_LOAD=<directory> holds the model load until a test releases it (hold_load).
-HOLD_ENV = "SERVE_HOLD_LOAD"
-
-
-def hold_load() -> None:
-    """Test hook: with SERVE_HOLD_LOAD=<dir>, create <dir>/holding, then wait for <dir>/release.
-
-    Lets a test send requests while the worker is loading the model, with no timer: it waits for
-    `holding`, sends them, then creates `release`. Unset (always, outside tests) it costs one
-    environment lookup at start-up.
-    """
-    directory = os.environ.get(HOLD_ENV)
-    if not directory:
-        return
-    (Path(directory) / "holding").touch()
-    while not (Path(directory) / "release").exists():
-        time.sleep(0.05)  # a poll of the file, not a measured duration
-
 
 Row = list[float]
 Record = dict[str, float | str | None]
@@ -88,7 +67,6 @@ class ClassificationService:
 
     def __init__(self) -> None:
         settings = get_settings()
-        hold_load()
         model = load_model(Path(self.bento_model.path), self.bento_model.info.metadata,
                            tag=str(self.bento_model.tag))
         metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)

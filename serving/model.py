@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +51,28 @@ def verify_sha256(directory: Path, expected: dict[str, str]) -> None:
             raise ModelIntegrityError(f"{name} does not match its sha256 recorded at import")
 
 
+# Test hook: SERVE_HOLD_LOAD=<directory> holds load_model until a test releases it (hold_load).
+HOLD_ENV = "SERVE_HOLD_LOAD"
+
+
+def hold_load() -> None:
+    """Test hook: with SERVE_HOLD_LOAD=<dir>, create <dir>/holding, then wait for <dir>/release.
+
+    Lets a test send requests while the worker is loading the model, with no timer: it waits for
+    `holding`, sends them, then creates `release`. Unset (always, outside tests) it costs one
+    environment lookup at start-up.
+    """
+    directory = os.environ.get(HOLD_ENV)
+    if not directory:
+        return
+    (Path(directory) / "holding").touch()
+    while not (Path(directory) / "release").exists():
+        time.sleep(0.05)  # a poll of the file, not a measured duration
+
+
 def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
     """Verify, load and warm up the model saved by scripts/import_production.py."""
+    hold_load()
     if "served_form" not in metadata:
         raise ModelIntegrityError(f"{tag} was imported by an older version of this project; re-import it")
     verify_sha256(directory, metadata.get("sha256", {}))

@@ -17,17 +17,17 @@ import httpx
 import pytest
 
 import bench.servers
+from serving.model import HOLD_ENV
 from tests.e2e.conftest import launch_server, start_server
 from tests.servers import NotReady, PortTaken, port_was_taken, start_on_free_port, stop_process_group
 
 pytestmark = pytest.mark.e2e
 
 HANG_GUARD = 120  # seconds; only keeps a broken server from hanging the test
-HOLD_ENV = "SERVE_HOLD_LOAD"  # service.hold_load (service.py is not imported: it loads BentoML's store)
 
 
 def _held(home: Path, hold: Path) -> tuple[subprocess.Popen, int]:
-    """`bentoml serve` whose worker is holding the model load (service.hold_load); its port."""
+    """`bentoml serve` whose worker is holding the model load (serving.model.hold_load); its port."""
     def start(port: int) -> tuple[subprocess.Popen, int]:
         process, log = launch_server(home=home, port=port, env={HOLD_ENV: str(hold)})
         give_up = time.monotonic() + HANG_GUARD
