@@ -9,7 +9,6 @@ import asyncio
 import hmac
 import json
 import logging
-import re
 import time
 from typing import Annotated, Any
 
@@ -55,36 +54,6 @@ def route_label(path: str) -> str:
                 return "/v2/models/{name}" + suffix
         return "/v2/models/{name}"
     return "/v2/other"
-
-
-# What each route's body holds, named in the JSON parser's refusal of NaN and Infinity, which
-# serving/contract.py words for `features` alone ("features must be finite numbers").
-_FINITE_VALUES = {"/predict": "features must be finite numbers, and record values finite numbers or null",
-                  "/invocations": "the values of the rows must be finite numbers, or null for a missing value",
-                  "/v2": "tensor data must be finite numbers"}
-_CONSTANT_REFUSAL = re.compile(r"^(NaN|-?Infinity) is not a number: features must be finite numbers$")
-# Python's own words for an integer of too many digits, which name an interpreter setting.
-_INT_DIGITS = re.compile(r"Exceeds the limit \((\d+) digits\) for integer string conversion[^)]*?value has (\d+) digits")
-
-
-def route_message(error: RequestError, path: str) -> str:
-    """error's sentence, in the words of the route that refuses it.
-
-    The JSON parser shared by every route (serving/contract.py) words the refusal of a NaN or
-    Infinity literal for /predict's `features`, and passes on Python's message for an integer of thousands of
-    digits, which advises calling sys.set_int_max_str_digits(): a client cannot act on either.
-    """
-    message = error.message
-    digits = _INT_DIGITS.search(message) if error.reason == "malformed_json" else None
-    if digits is not None:
-        return (f"the body holds a number of {digits.group(2)} digits; "
-                f"numbers may have at most {digits.group(1)} digits")
-    if error.reason == "not_finite" and error.status == 400:
-        constant = _CONSTANT_REFUSAL.match(message)
-        values = _FINITE_VALUES.get(V2_PREFIX if path.startswith(V2_PREFIX + "/") else path)
-        if constant is not None and values is not None:
-            return f"{constant.group(1)} is not a number: {values}"
-    return message
 
 
 def request_model(*, schema: TableSchema | None, max_rows: int) -> Any:
@@ -386,11 +355,10 @@ class PredictionApp(FastAPI):
             else:
                 status, body, headers = self._describe(scope)
         except RequestError as error:
-            message = route_message(error, path)
-            status, body = error.status, error_body(message)
+            status, body = error.status, error_body(error.message)
             if path == "/invocations":  # MLflow clients read error_code and message
                 body = mlflow_protocol.error_body(
-                    message, error_code=mlflow_protocol.error_code_for(status, error.reason))
+                    error.message, error_code=mlflow_protocol.error_code_for(status, error.reason))
                 status = 400 if status == 422 else status  # MLflow refuses every bad body with 400
             if self.metrics is not None:
                 self.metrics.reject(error.reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from itertools import chain
 
 import numpy as np
@@ -25,8 +26,16 @@ class RequestError(ValueError):
         self.reason = reason  # a short label for metrics
 
 
-def _reject_constant(name: str) -> float:
-    raise RequestError(400, f"{name} is not a number: features must be finite numbers", "not_finite")
+class _NotFinite(Exception):
+    """A NaN or Infinity literal met by the JSON parser; load_json_object words its refusal."""
+
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _reject_constant(literal: str) -> float:
+    raise _NotFinite(literal)
 
 
 def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
@@ -36,8 +45,37 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
-def load_json_object(body: bytes, *, example: str) -> dict:
-    """Decode a body that must be one JSON object; reject NaN, duplicates and deep nesting."""
+def _int_within_limit(digits: str) -> int:
+    """int(digits), or the refusal of a number longer than Python converts (4300 digits by default)."""
+    limit = sys.get_int_max_str_digits()
+    count = len(digits.lstrip("-"))
+    if limit and count > limit:
+        raise RequestError(400, f"the body holds a number of {count} digits; "
+                                f"numbers may have at most {limit} digits", "malformed_json")
+    return int(digits)
+
+
+def _digits_refusal(body: bytes) -> RequestError | None:
+    """The refusal of the first integer in body longer than int() converts, if any.
+
+    body is parsed again, with a parse_int that counts digits: only on that refusal, so that
+    bodies which parse cost no hook call per integer.
+    """
+    try:
+        json.loads(body, parse_int=_int_within_limit)
+    except RequestError as refusal:
+        return refusal
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def load_json_object(body: bytes, *, example: str, values: str) -> dict:
+    """Decode a body that must be one JSON object; reject NaN, duplicates and deep nesting.
+
+    example is a body to suggest; values says what the route's values must be, for the refusal
+    of a NaN or Infinity literal ("NaN is not a number: <values>").
+    """
     if not body:
         raise RequestError(400, f"the request body is empty; send {example}", "empty_body")
     try:
@@ -45,12 +83,19 @@ def load_json_object(body: bytes, *, example: str) -> dict:
                               object_pairs_hook=_object_without_duplicates)
     except RequestError:
         raise
+    except _NotFinite as constant:
+        raise RequestError(400, f"{constant.literal} is not a number: {values}", "not_finite") from None
     except UnicodeDecodeError:
         raise RequestError(400, "the request body is not valid UTF-8", "bad_encoding") from None
     except RecursionError:
         raise RequestError(400, "the JSON document is nested too deeply", "malformed_json") from None
-    except ValueError as error:
+    except json.JSONDecodeError as error:
         raise RequestError(400, f"the request body is not valid JSON ({error})", "malformed_json") from None
+    except ValueError as error:
+        # json.loads' one other ValueError: an integer of more digits than int() converts, in
+        # Python's words, which advise sys.set_int_max_str_digits(), of no use to a client.
+        raise _digits_refusal(body) or RequestError(
+            400, f"the request body is not valid JSON ({error})", "malformed_json") from None
     if not isinstance(document, dict):
         raise RequestError(400, f"the body must be a JSON object like {example}", "not_an_object")
     return document
@@ -151,6 +196,9 @@ def features_to_array(rows: object, *, n_features: int, max_rows: int) -> np.nda
 
 
 PREDICT_KEYS = ("features", "records")
+_PREDICT_EXAMPLE = '{"features": [[...], ...]} or {"records": [{...}, ...]}'
+# What /predict's values must be, as its refusal of a NaN or Infinity literal says.
+_PREDICT_VALUES = "features must be finite numbers, and record values finite numbers or null"
 
 
 class PredictRequestReader:
@@ -186,7 +234,7 @@ class PredictRequestReader:
                     if X is not None:
                         check_row_count(len(X), max_rows=self.max_rows)
                         return Table.from_numbers(X)
-        document = load_json_object(body, example='{"features": [[...], ...]} or {"records": [{...}, ...]}')
+        document = load_json_object(body, example=_PREDICT_EXAMPLE, values=_PREDICT_VALUES)
         extra = sorted(set(document) - set(PREDICT_KEYS))
         if extra:
             raise RequestError(400, f"unknown key(s) {', '.join(map(repr, extra))}: only 'features' or 'records' is accepted", "unknown_keys")
@@ -261,12 +309,15 @@ def _raise_column_mismatch(index: int, record: dict, schema: TableSchema) -> Non
 
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_MLFLOW_EXAMPLE = '{"dataframe_split": {"columns": [...], "data": [[...]]}}'
+# What /invocations' values must be: its rows, by column name, may hold null.
+_MLFLOW_VALUES = "the values of the rows must be finite numbers, or null for a missing value"
 
 
 def parse_mlflow_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
     """Rows from an `mlflow models serve` /invocations body, by column name."""
     feature_names = schema.feature_names
-    document = load_json_object(body, example='{"dataframe_split": {"columns": [...], "data": [[...]]}}')
+    document = load_json_object(body, example=_MLFLOW_EXAMPLE, values=_MLFLOW_VALUES)
     keys = [key for key in document if key in MLFLOW_KEYS]
     if len(keys) != 1 or set(document) - {keys[0], "params"}:
         raise RequestError(400, f"the body needs exactly one of {', '.join(MLFLOW_KEYS)}", "unknown_keys")

@@ -49,6 +49,8 @@ _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 _OUTPUT_KEYS = frozenset({"name", "parameters"})
 _EXAMPLE = '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [...]}]}'
+# What tensor data must be, as the refusal of a NaN or Infinity JSON literal says.
+_VALUES = "tensor data must be finite numbers"
 _GET = ("GET", "HEAD")
 
 
@@ -167,7 +169,7 @@ def parse_infer(body: bytes, *, schema: TableSchema, max_rows: int,
                        f"a body of {len(body)} bytes", "bad_header_length")
         header, binary = body[:header_length], body[header_length:]
     try:
-        document = load_json_object(header, example=_EXAMPLE)
+        document = load_json_object(header, example=_EXAMPLE, values=_VALUES)
     except RequestError as error:
         if header_length is None and error.reason in ("malformed_json", "bad_encoding") \
                 and b'"binary_data_size"' in body:

@@ -138,3 +138,31 @@ def test_a_model_with_text_columns_refuses_rows_and_wrong_types(mixed):
     assert wrong.status_code == 422 and "row 0, column 'colour'" in wrong.json()["error"]
     mlflow = _call(mixed, "POST", "/invocations", json={"inputs": {"x": ["a"], "colour": ["red"]}})
     assert mlflow.status_code == 400 and mlflow.json()["error_code"] == "BAD_REQUEST"  # MLflow: "Failed to convert column"
+
+
+NINES = "9" * 5000
+DIGITS = "the body holds a number of 5000 digits; numbers may have at most 4300 digits"
+
+
+@pytest.mark.parametrize("path, content, status, expected", [
+    ("/predict", b'{"features": [[1, NaN]]}', 400,
+     {"error": "NaN is not a number: features must be finite numbers, and record values finite numbers or null"}),
+    ("/predict", f'{{"records": [{{"x": 1, "y": {NINES}}}]}}'.encode(), 400, {"error": DIGITS}),
+    ("/invocations", b'{"dataframe_records": [{"x": -Infinity, "y": 1}]}', 400,
+     {"error_code": "BAD_REQUEST", "error": "-Infinity is not a number: the values of the rows must be finite "
+      "numbers, or null for a missing value", "message": "-Infinity is not a number: the values of the rows "
+      "must be finite numbers, or null for a missing value"}),
+    ("/invocations", f'{{"inputs": [[1, {NINES}]]}}'.encode(), 400,
+     {"error_code": "BAD_REQUEST", "error": DIGITS, "message": DIGITS}),
+    ("/v2/models/M/infer", b'{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", '
+                           b'"data": [Infinity, 1]}]}', 400,
+     {"error": "Infinity is not a number: tensor data must be finite numbers"}),
+    ("/v2/models/M/infer", f'{{"inputs": [{{"name": "input", "shape": [1, 2], "datatype": "INT64", '
+                           f'"data": [1, -{NINES}]}}]}}'.encode(), 400, {"error": DIGITS}),
+])
+def test_json_literal_and_digit_refusals_are_worded_for_each_route(loaded, path, content, status, expected):
+    """The JSON parser shared by the routes words these refusals in each route's own terms."""
+    app = PredictionApp()
+    app.bind(loaded, max_rows=10, max_body_bytes=100_000, request_timeout=5, api_key=None)
+    response = _call(app, "POST", path, content=content, headers={"content-type": "application/json"})
+    assert (response.status_code, response.json()) == (status, expected)

@@ -86,6 +86,57 @@ def test_bad_bodies_raise_request_errors(body, status, words):
     assert words in info.value.message
 
 
+PREDICT_VALUES = "features must be finite numbers, and record values finite numbers or null"
+MLFLOW_VALUES = "the values of the rows must be finite numbers, or null for a missing value"
+
+
+@pytest.mark.parametrize("body, literal", [
+    (b'{"features": [[1, NaN]]}', "NaN"),
+    (b'{"features": [[1, -Infinity]]}', "-Infinity"),
+    (b'{"records": [{"x": Infinity, "y": null}]}', "Infinity"),
+])
+def test_a_nan_or_infinity_literal_is_refused_in_predict_words(body, literal):
+    for reader in (PredictRequestReader(schema=NUMERIC, max_rows=3), strict_reader()):
+        with pytest.raises(RequestError) as info:
+            reader.read(body)
+        assert (info.value.status, info.value.message, info.value.reason) == (
+            400, f"{literal} is not a number: {PREDICT_VALUES}", "not_finite")
+
+
+@pytest.mark.parametrize("body", [
+    b'{"dataframe_split": {"columns": ["x", "y"], "data": [[1, NaN]]}}',
+    b'{"dataframe_records": [{"x": NaN, "y": null}]}',
+])
+def test_a_nan_literal_is_refused_in_invocations_words(body):
+    with pytest.raises(RequestError) as info:
+        parse_mlflow_request(body, schema=NUMERIC, max_rows=3)
+    assert (info.value.status, info.value.message) == (400, f"NaN is not a number: {MLFLOW_VALUES}")
+
+
+@pytest.mark.parametrize("number", [b"9" * 5000, b"-" + b"9" * 4301])
+@pytest.mark.parametrize("template", [b'{"features": [[1, %s]]}', b'{"records": [{"x": %s, "y": 1}]}',
+                                      b'{"dataframe_records": [{"x": 1, "y": %s}]}'])
+def test_a_number_of_too_many_digits_is_refused_in_plain_words(number, template):
+    """Python's own message names sys.set_int_max_str_digits(), of no use to a client."""
+    body = template % number
+    with pytest.raises(RequestError) as info:
+        if b"dataframe" in body:
+            parse_mlflow_request(body, schema=NUMERIC, max_rows=3)
+        else:
+            parse(body)
+    digits = len(number.lstrip(b"-"))
+    assert (info.value.status, info.value.message, info.value.reason) == (
+        400, f"the body holds a number of {digits} digits; numbers may have at most 4300 digits",
+        "malformed_json")
+
+
+def test_a_number_of_4300_digits_is_not_refused_for_its_digits():
+    body = b'{"records": [{"x": 1' + b"0" * 4299 + b', "y": 1}]}'  # 4300 digits, beyond float64
+    with pytest.raises(RequestError) as info:
+        parse(body)
+    assert info.value.status == 422 and "64-bit float" in info.value.message
+
+
 def outcome(reader: PredictRequestReader, body: bytes) -> object:
     """What a reader makes of body: the rows, or the error it answers with."""
     try:

@@ -260,7 +260,12 @@ def rejected(content: bytes, schema: TableSchema = IRIS, **kwargs) -> RequestErr
     (b"[1]", "JSON object"),
     (b"\xff", "UTF-8"),
     (b'{"inputs": [], "inputs": []}', "duplicate keys"),
-    (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [NaN, 1, 2, 3]}]}', "NaN"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [NaN, 1, 2, 3]}]}',
+     "NaN is not a number: tensor data must be finite numbers"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, -Infinity, 2, 3]}]}',
+     "-Infinity is not a number: tensor data must be finite numbers"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3, ' + b"9" * 5000
+     + b"]}]}", "the body holds a number of 5000 digits; numbers may have at most 4300 digits"),
     (b"{}", "'inputs' key is missing"),
     (body(tensor(ROWS), extra=1), "unknown key(s) 'extra'"),
     (json.dumps({"inputs": []}).encode(), "non-empty list"),
