@@ -214,16 +214,9 @@ def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
     def start(port: int | None) -> RunningServer:
         started_spec = spec if port is None else spec.on_port(port)
         started = time.monotonic()
-        with log.open("wb") as output:
-            process = subprocess.Popen(started_spec.argv, cwd=REPO_ROOT, env=env, stdout=output,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
-            wait_for_http(started_spec.url + started_spec.ready_path, timeout=timeout,
-                          alive=lambda: process.poll() is None, log=log, interval=0.02, owner=process.pid)
-        except BaseException:
-            stop_server(process)
-            raise
+        # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
+        process = launch_and_wait(started_spec.argv, ready_url=started_spec.url + started_spec.ready_path,
+                                  log=log, env=env, timeout=timeout, interval=0.02)
         cold_start_s = time.monotonic() - started
         logger.info("%-8s ready on %s in %.2f s", started_spec.name, started_spec.url, cold_start_s)
         return RunningServer(started_spec, process, log, cold_start_s)
@@ -301,6 +294,25 @@ def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
     process.wait()
 
 
+def launch_and_wait(argv: list[str], *, ready_url: str, log: Path, env: dict[str, str],
+                    cwd: Path = REPO_ROOT, timeout: float, interval: float = 0.2) -> subprocess.Popen:
+    """Start argv in a session of its own, output to log; return once ready_url answers it 200.
+
+    Stops the process group again if it never gets ready (NotReady, or PortTaken when another
+    process took the port first: start_on_free_port then tries another).
+    """
+    with log.open("wb") as output:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for_http(ready_url, timeout=timeout, alive=lambda: process.poll() is None, log=log,
+                      interval=interval, owner=process.pid)
+    except BaseException:
+        stop_server(process)
+        raise
+    return process
+
+
 def start_mlflow_server(*, backend_store_uri: str, artifacts: Path, cwd: Path, log: Path,
                         env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """A real `mlflow server` with proxied artifacts on a free 127.0.0.1 port, answering /health.
@@ -309,21 +321,14 @@ def start_mlflow_server(*, backend_store_uri: str, artifacts: Path, cwd: Path, l
     another process before the server bound it is replaced by another (start_on_free_port).
     """
     def start(port: int) -> tuple[subprocess.Popen, str]:
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", "1", "--backend-store-uri", backend_store_uri,
-                 "--artifacts-destination", str(artifacts), "--serve-artifacts"],
-                cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/health", timeout=180, alive=lambda: process.poll() is None, log=log,
-                          owner=process.pid)
-        except BaseException:
-            stop_server(process)
-            raise
+        process = launch_and_wait(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(artifacts), "--serve-artifacts"],
+            ready_url=f"{url}/health", log=log, cwd=cwd, timeout=180, interval=0.5,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})
         return process, url
 
     return start_on_free_port(start)

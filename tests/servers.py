@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 # One way to probe, wait for and stop a server group, shared with the benchmark.
-from bench.servers import (NotReady, PortTaken, port_was_taken, start_mlflow_server, start_on_free_port,
-                           wait_for_http)
+from bench.servers import (NotReady, PortTaken, launch_and_wait, port_was_taken, start_mlflow_server,
+                           start_on_free_port, wait_for_http)
 from bench.servers import stop_server as stop_process_group
 
-__all__ = ["NotReady", "PortTaken", "forget_mlflow_uris", "port_was_taken", "start_mlflow_server",
+__all__ = ["NotReady", "PortTaken", "forget_mlflow_uris", "launch_and_wait", "port_was_taken", "start_mlflow_server",
            "start_on_free_port", "stop_process_group", "wait_for_http"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
-from tests.servers import start_on_free_port, stop_process_group, wait_for_http
+from tests.servers import launch_and_wait, start_on_free_port, stop_process_group
 
 BENTOML = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "bentoml"
 
@@ -41,16 +41,20 @@ def private_home(home: Path, *, port: int) -> Path:
     return own
 
 
+def serve_command(*, home: Path, port: int, env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    """`bentoml serve` on 127.0.0.1:port serving home's model store: its argv and environment."""
+    argv = [str(BENTOML if BENTOML.exists() else shutil.which("bentoml")), "serve",
+            "--host", "127.0.0.1", "--port", str(port)]
+    return argv, {**os.environ, "BENTOML_HOME": str(private_home(home, port=port)), **(env or {})}
+
+
 def launch_server(*, home: Path, port: int, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
-    """Start `bentoml serve` from the repo root on port, serving home's model store, without
-    waiting; its process and log (in home)."""
+    """Start `bentoml serve` from the repo root on port, without waiting; its process and log (in home)."""
+    argv, environment = serve_command(home=home, port=port, env=env)
     log = home / f"serve-{port}.log"
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(BENTOML if BENTOML.exists() else shutil.which("bentoml")), "serve",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO_ROOT, env={**os.environ, "BENTOML_HOME": str(private_home(home, port=port)), **(env or {})},
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=environment, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     return process, log
 
 
@@ -60,14 +64,9 @@ def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: floa
     A port another process took first is replaced by another (start_on_free_port).
     """
     def start(port: int) -> Server:
-        process, log = launch_server(home=home, port=port, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/readyz", timeout=timeout, alive=lambda: process.poll() is None,
-                          log=log, interval=0.2, owner=process.pid)
-        except BaseException:
-            stop_process_group(process)
-            raise
+        argv, environment = serve_command(home=home, port=port, env=env)
+        url, log = f"http://127.0.0.1:{port}", home / f"serve-{port}.log"
+        process = launch_and_wait(argv, ready_url=f"{url}/readyz", log=log, env=environment, timeout=timeout)
         return Server(url, os.environ.get("MLFLOW_TRACKING_URI", ""), home, process, log)
 
     return start_on_free_port(start)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.servers import start_on_free_port, stop_process_group, wait_for_http
+from tests.servers import launch_and_wait, start_on_free_port, stop_process_group
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
@@ -27,22 +27,15 @@ def mlflow_serve(served, tmp_path_factory):
     log = tmp_path_factory.mktemp("mlflow-serve") / "serve.log"
 
     def start(port: int) -> tuple[subprocess.Popen, str]:
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                 "models:/ClassificationModel@production", "--env-manager", "local",
-                 "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                # mlflow execs `uvicorn` from PATH: put this interpreter's bin folder first.
-                env={**os.environ, "MLFLOW_TRACKING_URI": served.tracking_uri,
-                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/ping", timeout=120, alive=lambda: process.poll() is None, log=log,
-                          owner=process.pid)
-        except BaseException:
-            stop_process_group(process)
-            raise
+        process = launch_and_wait(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+             "models:/ClassificationModel@production", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            ready_url=f"{url}/ping", log=log, timeout=120, interval=0.5,
+            # mlflow execs `uvicorn` from PATH: put this interpreter's bin folder first.
+            env={**os.environ, "MLFLOW_TRACKING_URI": served.tracking_uri,
+                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
         return process, url
 
     process, url = start_on_free_port(start)  # another port if this one was taken meanwhile
