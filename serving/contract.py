@@ -242,11 +242,6 @@ class PredictRequestReader:
                                  given=tuple(document), schema=self.schema, max_rows=self.max_rows)
 
 
-def parse_predict_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
-    """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
-    return PredictRequestReader(schema=schema, max_rows=max_rows).read(body)
-
-
 def table_from_values(*, features: object, records: object, given: tuple[str, ...] = (),
                       schema: TableSchema, max_rows: int) -> Table:
     """The rows of a /predict request from its decoded `features` or `records` value.

@@ -18,7 +18,6 @@ from serving.contract import (
     RequestError,
     format_predictions,
     parse_mlflow_request,
-    parse_predict_request,
 )
 from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
 
@@ -249,7 +248,7 @@ MIXED = TableSchema(features=(Feature("age", NUMBER), Feature("colour", CATEGORY
 
 def predict(document: object, schema: TableSchema = MIXED, max_rows: int = 3) -> Table:
     body = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return parse_predict_request(body, schema=schema, max_rows=max_rows)
+    return PredictRequestReader(schema=schema, max_rows=max_rows).read(body)
 
 
 def same_table(got: Table, expected: Table) -> None:
@@ -354,9 +353,11 @@ def test_one_plain_row_is_the_row_read_would_give(body):
     b'{"dataframe_records": [{"x": 1' + b"0" * 400 + b', "y": 1}]}',
 ])
 def test_an_integer_too_large_for_a_float_is_a_422_in_records(body):
-    parse = parse_mlflow_request if b"dataframe" in body else parse_predict_request
     with pytest.raises(RequestError) as info:
-        parse(body, schema=NUMERIC, max_rows=3)
+        if b"dataframe" in body:
+            parse_mlflow_request(body, schema=NUMERIC, max_rows=3)
+        else:
+            PredictRequestReader(schema=NUMERIC, max_rows=3).read(body)
     assert info.value.status == 422 and "64-bit float" in info.value.message
 
 
