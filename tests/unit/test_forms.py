@@ -427,3 +427,14 @@ def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
     assert {"pickle.loads", "pickle.Unpickler", "numpy.load(allow_pickle=True)",
             "numpy.lib.format.read_array(allow_pickle=True)"} <= set(report["control"])
     assert any(event.startswith("pickle.find_class") for event in report["control"]), report["control"]
+
+
+@pytest.mark.parametrize("family", ["random_forest", "hist_gradient_boosting"])
+def test_compiling_prints_nothing(family, capfd):
+    if not HAS_GCC:
+        pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
+    pipeline, schema, _ = case("iris", family)
+    capfd.readouterr()
+    convert("compiled", pipeline, schema)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
