@@ -25,9 +25,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT, free_port, use_bentoml_home, use_store
-from tests.e2e.conftest import BENTOML
-from tests.servers import NotReady, stop_process_group, wait_for_http
+from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
+from tests.e2e.conftest import serve_command
+from tests.servers import launch_and_wait, start_on_free_port, stop_process_group
 
 
 def _find_nginx() -> str | None:
@@ -57,11 +57,11 @@ RETURN_TIMEOUT = 60.0
 
 @dataclass
 class Replica:
-    """One `bentoml serve` on a fixed 127.0.0.1 port, with a BentoML home of its own."""
+    """One `bentoml serve` on 127.0.0.1, with a BentoML home of its own sharing home's model store."""
 
     name: str
     home: Path
-    port: int
+    port: int | None = None  # chosen at the first start, kept for good: the balancer knows it
     process: subprocess.Popen | None = None
     starts: int = 0
 
@@ -74,23 +74,23 @@ class Replica:
         return f"http://{self.address}"
 
     def start(self) -> None:
-        """Serve (again) on the same port and wait until /readyz answers 200."""
+        """Serve and wait until /readyz answers 200: first on a free port (another one if that
+        port is taken before the server binds it), then again on that same port."""
+        if self.port is None:
+            start_on_free_port(self._serve)
+        else:
+            self._serve(self.port)
+
+    def _serve(self, port: int) -> None:
+        """Start on port and wait for /readyz; PortTaken if another process bound it first."""
         self.starts += 1
-        log = self.home.parent / f"serve-{self.name}-{self.starts}.log"
-        # Like tests/e2e/conftest.py start_server, but on a port that stays the replica's: the
-        # balancer knows it by address.
-        self.process = subprocess.Popen(
-            [str(BENTOML if BENTOML.exists() else shutil.which("bentoml")), "serve",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT, env={**os.environ, "BENTOML_HOME": str(self.home)},
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        process = self.process
-        try:
-            wait_for_http(f"{self.url}/readyz", timeout=READY_TIMEOUT,
-                          alive=lambda: process.poll() is None, log=log, interval=0.2)
-        except NotReady:
-            stop_process_group(process)
-            raise
+        # As tests/e2e/conftest.py start_server does, with a log per start: a restart keeps the
+        # log of the killed run.
+        argv, env = serve_command(home=self.home, port=port, env=None)
+        self.process = launch_and_wait(argv, ready_url=f"http://127.0.0.1:{port}/readyz", env=env,
+                                       log=self.home.parent / f"serve-{self.name}-{self.starts}.log",
+                                       timeout=READY_TIMEOUT)
+        self.port = port
 
     def kill(self) -> None:
         """SIGKILL the server and its workers at once, as a crash of the whole replica would.
@@ -132,22 +132,22 @@ class Balancer:
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, trained_template: Path) -> Iterator[list[Replica]]:
-    """Promote and import once, then two replicas, each on its own copy of the BentoML home.
+    """Promote and import once, then two replicas serving that model store.
 
-    Two servers on one home would share (and wipe at start) one Prometheus multiprocess folder.
+    Each has a BentoML home of its own (tests/e2e/conftest.py private_home): two servers on one
+    home would share (and wipe at start) one Prometheus multiprocess folder.
     """
     directory = tmp_path_factory.mktemp("failover")
     shutil.copy(trained_template / "mlflow.db", directory / "mlflow.db")
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_store(monkeypatch, directory)
-        home = use_bentoml_home(monkeypatch, directory / "bentoml-a")
+        home = use_bentoml_home(monkeypatch, directory / "bentoml")
         from training.importer import import_production
         from training.promote import promote_best
 
         promote_best()
         import_production()
-    shutil.copytree(home, directory / "bentoml-b", symlinks=True)
-    started = [Replica("a", home, free_port()), Replica("b", directory / "bentoml-b", free_port())]
+    started = [Replica("a", home), Replica("b", home)]
     try:
         for replica in started:
             replica.start()
@@ -159,26 +159,26 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, trained_template: Path) -
 
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory: pytest.TempPathFactory, replicas: list[Replica]) -> Iterator[Balancer]:
-    """nginx with the shipped config in front of the replicas, on a free 127.0.0.1 port."""
-    run_dir = tmp_path_factory.mktemp("balancer")
-    port = free_port()
-    env = {**os.environ, "UPSTREAMS": " ".join(r.address for r in replicas), "LISTEN": f"127.0.0.1:{port}"}
-    configured = subprocess.run(["sh", str(CONFIGURE), str(run_dir)], env=env, capture_output=True,
-                                text=True, timeout=30)
-    assert configured.returncode == 0, configured.stderr
-    assert (run_dir / "nginx.conf").read_bytes() == (CONFIGURE.parent / "nginx.conf").read_bytes()
-    log = run_dir / "nginx.log"
-    # As the image runs it (deploy/nginx/Dockerfile), in the foreground (`daemon off` in the file).
-    process = subprocess.Popen([NGINX, "-p", f"{run_dir}/", "-c", str(run_dir / "nginx.conf"),
-                                "-e", "stderr"],
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """nginx with the shipped config in front of the replicas, on a free 127.0.0.1 port (another
+    one if that port is taken first: nginx exits saying "Address already in use")."""
+    def start(port: int) -> Balancer:
+        run_dir = tmp_path_factory.mktemp("balancer")
+        env = {**os.environ, "UPSTREAMS": " ".join(r.address for r in replicas), "LISTEN": f"127.0.0.1:{port}"}
+        configured = subprocess.run(["sh", str(CONFIGURE), str(run_dir)], env=env, capture_output=True,
+                                    text=True, timeout=30)
+        assert configured.returncode == 0, configured.stderr
+        assert (run_dir / "nginx.conf").read_bytes() == (CONFIGURE.parent / "nginx.conf").read_bytes()
+        url, log = f"http://127.0.0.1:{port}", run_dir / "nginx.log"
+        # As the image runs it (deploy/nginx/Dockerfile), in the foreground (`daemon off` in the file).
+        process = launch_and_wait([NGINX, "-p", f"{run_dir}/", "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
+                                  ready_url=f"{url}/health", log=log, env=env, timeout=30, interval=0.1)
+        return Balancer(url, process, log)
+
+    started = start_on_free_port(start)
     try:
-        wait_for_http(f"{url}/health", timeout=30, alive=lambda: process.poll() is None, log=log,
-                      interval=0.1)
-        yield Balancer(url, process, log)
+        yield started
     finally:
-        stop_process_group(process)
+        stop_process_group(started.process)
 
 
 @dataclass
