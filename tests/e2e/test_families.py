@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
 from tests.e2e.conftest import start_server
+from tests.e2e.test_serve import _rejected_by_reason
 from tests.servers import stop_process_group
 from training.data import load_dataset, load_table, split_dataset
 from training.experiments import run_experiments
@@ -81,5 +82,37 @@ def test_served_rows_equal_the_registered_model(tmp_path, monkeypatch, family, d
         if not dataset.categorical_features:  # all-numeric models also take plain rows
             plain = httpx.post(f"{server.url}/predict", json={"features": rows.to_numpy().tolist()})
             assert plain.json()["predictions"] == predictions
+    finally:
+        stop_process_group(server.process)
+
+
+def test_text_column_refusals_are_counted_once_under_their_reason(tmp_path, monkeypatch):
+    """The refusals only a model with text columns gives (needs_records, not_text), on a real
+    server: each a 4xx with its sentence, counted once under its reason and under no other."""
+    use_store(monkeypatch, tmp_path / "store")
+    home = use_bentoml_home(monkeypatch, tmp_path / "bentoml")
+    dataset = _dataset("churn")
+    run_experiments(dataset=dataset, grid=make_grid(["logistic_regression"], POINTS["logistic_regression"]))
+    promote_best()
+    import_production()
+    record = _records(dataset.X.dropna().iloc[:1])[0]
+    text_column = dataset.categorical_features[0]
+    not_text = f"row 0, column {text_column!r}: 3 is not text"
+    sent = [  # reason, path, body, status, answer
+        ("needs_records", "/predict", {"features": [list(record.values())]}, 422,
+         {"error": 'this model has text columns: send rows as {"records": [{"column": value, ...}]}'}),
+        ("not_text", "/predict", {"records": [{**record, text_column: 3}]}, 422, {"error": not_text}),
+        ("not_text", "/invocations", {"dataframe_records": [{**record, text_column: 3}]}, 400,
+         {"error_code": "INVALID_PARAMETER_VALUE", "message": not_text, "error": not_text}),
+    ]
+
+    server = start_server(home=home)
+    try:
+        for reason, path, body, status, answer in sent:
+            before = _rejected_by_reason(httpx.get(f"{server.url}/metrics").text)
+            response = httpx.post(f"{server.url}{path}", json=body)
+            assert (response.status_code, response.json()) == (status, answer)
+            after = _rejected_by_reason(httpx.get(f"{server.url}/metrics").text)
+            assert {key: after[key] - before[key] for key in after if after[key] != before[key]} == {reason: 1}
     finally:
         stop_process_group(server.process)
