@@ -278,7 +278,12 @@ def port_was_taken(log: Path) -> bool:
 
 
 def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is left of it."""
+    """SIGTERM the server's process group, then SIGKILL whatever is left of it and its descendants."""
+    try:
+        # BentoML's arbiter starts each worker in a session of its own, outside the group.
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(grace)
@@ -291,6 +296,11 @@ def stop_server(process: subprocess.Popen, *, grace: float = 15.0) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for child in descendants:
+        try:
+            child.kill()  # psutil checks that the pid still names that process
+        except psutil.NoSuchProcess:
+            pass
     process.wait()
 
 

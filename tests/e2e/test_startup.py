@@ -1,5 +1,5 @@
-"""Start-up of a real `bentoml serve`: requests that arrive while the model loads, and a port that
-another process takes before the server binds it."""
+"""Start-up and stop of a real `bentoml serve`: requests that arrive while the model loads, a port
+that another process takes before the server binds it, and nothing left running after a stop."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 import bench.servers
@@ -122,3 +123,16 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced(served, foreign_ser
         assert port_was_taken(served.bentoml_home / f"serve-{foreign_server}.log")
     finally:
         stop_process_group(server.process)
+
+
+@pytest.mark.parametrize("grace", [15.0, 0.0], ids=["sigterm", "sigkill"])
+def test_a_stopped_server_leaves_no_process_behind(served, grace):
+    """BentoML's worker runs in a session of its own: a stop that only signals the server's process
+    group would leave it serving. With no grace the stop goes straight to SIGKILL."""
+    server = start_server(home=served.bentoml_home)
+    tree = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+    assert any("_bentoml_impl.worker" in " ".join(p.cmdline()) for p in tree[1:]), tree
+    stop_process_group(server.process, grace=grace)
+    _, alive = psutil.wait_procs(tree, timeout=HANG_GUARD)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]  # dead, not yet reaped by init
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
