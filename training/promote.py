@@ -216,7 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=None, metavar="NAME",
                         help="compare versions trained on this dataset (default: the newest's)")
     parser.add_argument("--min-score", type=float, default=None,
-                        help="refuse (exit 2) if the best version scores below this")
+                        help="refuse (exit 3) if the best version scores below this")
     parser.add_argument("--force", action="store_true",
                         help="promote the best even if production scores as well")
     parser.add_argument("--allow-schema-change", action="store_true",

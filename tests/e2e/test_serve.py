@@ -317,8 +317,8 @@ REJECTIONS_ELSEWHERE = {
     "too_large": "test_limits.py, on the server with small limits",
     "timeout": "test_limits.py, on the server with small limits",
     "not_ready": "never over HTTP: uvicorn accepts connections once the model is loaded (test_startup.py)",
-    "needs_records": "a model with text columns only (iris has none)",
-    "not_text": "a model with text columns only (iris has none)",
+    "needs_records": "test_families.py, on a churn server (iris has no text columns)",
+    "not_text": "test_families.py, on a churn server (iris has no text columns)",
 }
 
 

@@ -40,6 +40,8 @@ def test_before_binding_health_is_503_and_predict_refuses():
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
     predict = _call(app, "POST", "/predict", json={"features": [[1.0, 2.0]]})
     assert predict.status_code == 503 and predict.json()["error"]
+    # MLflow's scoring server answers /ping 404 while it has no model; ScoringServerClient waits.
+    assert _call(app, "GET", "/ping").status_code == 404
 
 
 def test_bound_app_predicts_a_binary_model(loaded):

@@ -438,3 +438,40 @@ def test_compiling_prints_nothing(family, capfd):
     convert("compiled", pipeline, schema)
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+@pytest.mark.parametrize("shift, chosen", [(0.5, "linear"), (2.0, "sklearn")])
+def test_the_import_passes_over_a_form_that_differs_by_more_than_the_tolerance(shift, chosen, tmp_path,
+                                                                               monkeypatch):
+    """The judge itself: a linear form whose answers are moved by shift x 1e-6 (README: "within
+    1e-6") is taken below the tolerance and passed over, for the next form, above it. The forms
+    here all agree to 1e-15, so the difference has to be put in by hand."""
+    import training.importer as importer
+
+    assert importer.TOLERANCE == 1e-6
+    pipeline, schema, probe = case("iris", "logistic_regression")
+    save_mlflow_model(pipeline, tmp_path / importer.MLFLOW_MODEL_DIR)
+    real_load = importer.load_predictor
+
+    class Moved:
+        """A loaded form whose probabilities move one class up and another down: same labels."""
+
+        def __init__(self, predictor):
+            self.predictor = predictor
+
+        def predict_proba(self, table):
+            probabilities = self.predictor.predict_proba(table).copy()
+            probabilities[:, 1] += shift * importer.TOLERANCE
+            probabilities[:, 2] -= shift * importer.TOLERANCE
+            return probabilities
+
+    def shifted_load(form, directory, schema):
+        predictor = real_load(form, directory, schema)
+        return Moved(predictor) if form == "linear" else predictor
+
+    monkeypatch.setattr(importer, "load_predictor", shifted_load)
+    check = importer.choose_form(pipeline, schema, Table.from_frame(probe, schema), directory=tmp_path,
+                                 forms=("linear", "sklearn"))
+    assert check.form == chosen
+    if chosen == "sklearn":
+        assert check.tried["linear"].startswith("differs from the model: largest difference 2e-06")

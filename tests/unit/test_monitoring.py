@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pandas as pd
 import pytest
 
-from serving.monitoring import DriftWindow, FeatureStats, observe_all, population_stability
+from serving.monitoring import MIN_PSI_ROWS, DriftWindow, FeatureStats, observe_all, population_stability
 from training.train import describe_features
 
 pytestmark = pytest.mark.unit
@@ -93,3 +94,11 @@ def test_psi_gauges_appear_only_once_the_window_holds_enough_rows():
     asyncio.run(feed(metrics, 1))
     values = {s.labels["feature"]: s.value for s in psi_samples()}
     assert set(values) == {"psi_a", "psi_b"} and min(values.values()) > 0.25
+
+
+def test_the_readme_states_the_psi_minimum_the_code_applies():
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"the series appear only once (\d+) rows were seen", readme)
+    assert stated is not None and int(stated.group(1)) == MIN_PSI_ROWS
