@@ -7,7 +7,8 @@ from bench.servers import (NotReady, PortTaken, launch_and_wait, port_was_taken,
                            start_on_free_port, wait_for_http)
 from bench.servers import stop_server as stop_process_group
 
-__all__ = ["NotReady", "PortTaken", "forget_mlflow_uris", "launch_and_wait", "port_was_taken", "start_mlflow_server",
+__all__ = ["NotReady", "PortTaken", "forget_mlflow_uris", "launch_and_wait", "metric_samples", "metric_total",
+           "port_was_taken", "start_mlflow_server",
            "start_on_free_port", "stop_process_group", "wait_for_http"]
 
 
@@ -17,3 +18,17 @@ def forget_mlflow_uris() -> None:
 
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called name on a Prometheus /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name]
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called name whose labels include the given ones."""
+    return sum(value for found, value in metric_samples(text, name)
+               if all(found.get(key) == wanted for key, wanted in labels.items()))

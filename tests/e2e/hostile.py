@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from tests.servers import metric_total
+
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 CELLS = [b"5.1", b"3.5", b"1.4", b"0.2"]  # one iris row (setosa), as JSON or CSV text
 V2_MODEL_PATH = "/v2/models/ClassificationModel"
@@ -323,14 +325,19 @@ def assert_refused(answer: Answer, hostile: Hostile, route: Route, *, url: str) 
         raise UndocumentedStatus(f"{expected} is not declared for POST {route.path} in /docs.json")
 
 
+def assert_refused_and_counted(url: str, hostile: Hostile, route: Route, *,
+                               headers: dict[str, str] | None = None) -> None:
+    """Send hostile on route: refused as assert_refused says, counted once under its reason in
+    /metrics, and the worker free again (a valid request, with headers, answered 200)."""
+    counted = rejected(url, hostile.reason)
+    assert_refused(send(url, hostile, route), hostile, route, url=url)
+    assert rejected(url, hostile.reason) == counted + 1
+    assert valid_request(url, route, headers=headers).status_code == 200
+
+
 def rejected(url: str, reason: str) -> float:
     """classifier_rejected_requests_total{reason=...} as /metrics reports it now."""
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.startswith("classifier_rejected_requests_total{") and f'reason="{reason}"' in series:
-            total += float(value)
-    return total
+    return metric_total(httpx.get(f"{url}/metrics").text, "classifier_rejected_requests_total", reason=reason)
 
 
 def valid_request(url: str, route: Route, *, headers: dict[str, str] | None = None) -> httpx.Response:

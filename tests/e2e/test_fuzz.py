@@ -15,6 +15,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 
 from serving.app import route_label
+from tests.servers import metric_total
 
 pytestmark = pytest.mark.e2e
 
@@ -77,12 +78,7 @@ def _fuzz(url: str, path: str, method: str, mode: GenerationMode, **validate) ->
 
 def _answered(url: str, endpoint: str) -> float:
     """How many requests the server answered on endpoint (its metrics label), any status."""
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        series, _, value = line.rpartition(" ")
-        if series.startswith(DURATION_COUNT + "{") and f'endpoint="{endpoint}"' in series:
-            total += float(value)
-    return total
+    return metric_total(httpx.get(f"{url}/metrics").text, DURATION_COUNT, endpoint=endpoint)
 
 
 @pytest.mark.parametrize("path, method, mode", CASES, ids=lambda v: getattr(v, "value", v))

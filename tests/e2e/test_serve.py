@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import time
 from collections import Counter
 
@@ -17,6 +16,7 @@ import pytest
 from serving.monitoring import MIN_PSI_ROWS
 from tests.conftest import REPO_ROOT
 from tests.e2e import hostile
+from tests.servers import metric_samples, metric_total
 from training.data import load_dataset, split_dataset
 
 pytestmark = pytest.mark.e2e
@@ -43,22 +43,22 @@ def test_psi_gauges_appear_at_200_rows_and_react_to_shifted_inputs(served):
         return httpx.get(f"{served.url}/metrics").text
 
     before = scrape()
-    seen = int(_metric(before, "classifier_request_rows_sum"))  # rows every route answered so far
+    seen = int(metric_total(before, "classifier_request_rows_sum"))  # rows every route answered so far
     assert seen < MIN_PSI_ROWS - 1, f"{seen} rows were served before this test: it must run first"
     assert "classifier_feature_psi{" not in before
     shifted = [7.9, 2.0, 6.9, 2.5]  # at the edge of the training range in every feature
     response = httpx.post(f"{served.url}/predict", json={"features": [shifted] * (MIN_PSI_ROWS - 1 - seen)})
     assert response.status_code == 200
     one_short = scrape()
-    assert _metric(one_short, "classifier_request_rows_sum") == MIN_PSI_ROWS - 1
+    assert metric_total(one_short, "classifier_request_rows_sum") == MIN_PSI_ROWS - 1
     assert "classifier_feature_psi{" not in one_short
 
     assert httpx.post(f"{served.url}/predict", json={"features": [shifted]}).status_code == 200
     after = scrape()
-    assert _metric(after, "classifier_request_rows_sum") == MIN_PSI_ROWS
+    assert metric_total(after, "classifier_request_rows_sum") == MIN_PSI_ROWS
     for feature in hostile.FEATURES:
         assert f'classifier_feature_psi{{feature="{feature}"}}' in after, feature
-    assert _metric(after, "classifier_feature_psi", feature="petal length (cm)") > 1.0
+    assert metric_total(after, "classifier_feature_psi", feature="petal length (cm)") > 1.0
 
 
 def test_health_reports_the_promoted_version(served, production):
@@ -204,18 +204,6 @@ def test_metadata_gives_lineage(served, production):
     assert body == httpx.get(f"{served.url}/health").json()["model"]
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of one metric whose labels include the given ones."""
-    total = 0.0
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        metric_name, _, label_text = series.partition("{")
-        if not line.startswith("#") and metric_name == name \
-                and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
-            total += float(value)
-    return total
-
-
 def test_prometheus_counters_move(served):
     def scrape() -> str:
         return httpx.get(f"{served.url}/metrics").text
@@ -225,16 +213,16 @@ def test_prometheus_counters_move(served):
     assert httpx.post(f"{served.url}/predict", json={"features": rows}).status_code == 200
     httpx.post(f"{served.url}/predict", json={"features": [[1.0, 2.0]]})
     after = scrape()
-    assert _metric(after, "classifier_predictions_total", label="setosa") \
-        - _metric(before, "classifier_predictions_total", label="setosa") >= 1
-    assert _metric(after, "classifier_predictions_total", label="virginica") \
-        - _metric(before, "classifier_predictions_total", label="virginica") >= 1
-    assert _metric(after, "classifier_request_rows_count") - _metric(before, "classifier_request_rows_count") == 1
-    assert _metric(after, "classifier_request_rows_sum") - _metric(before, "classifier_request_rows_sum") == 3
-    assert _metric(after, "classifier_rejected_requests_total", reason="wrong_length") \
-        - _metric(before, "classifier_rejected_requests_total", reason="wrong_length") == 1
-    assert _metric(after, "classifier_feature_out_of_range_total", feature="sepal length (cm)") \
-        - _metric(before, "classifier_feature_out_of_range_total", feature="sepal length (cm)") == 1
+    assert metric_total(after, "classifier_predictions_total", label="setosa") \
+        - metric_total(before, "classifier_predictions_total", label="setosa") >= 1
+    assert metric_total(after, "classifier_predictions_total", label="virginica") \
+        - metric_total(before, "classifier_predictions_total", label="virginica") >= 1
+    assert metric_total(after, "classifier_request_rows_count") - metric_total(before, "classifier_request_rows_count") == 1
+    assert metric_total(after, "classifier_request_rows_sum") - metric_total(before, "classifier_request_rows_sum") == 3
+    assert metric_total(after, "classifier_rejected_requests_total", reason="wrong_length") \
+        - metric_total(before, "classifier_rejected_requests_total", reason="wrong_length") == 1
+    assert metric_total(after, "classifier_feature_out_of_range_total", feature="sepal length (cm)") \
+        - metric_total(before, "classifier_feature_out_of_range_total", feature="sepal length (cm)") == 1
 
 
 # One request for each reason a refusal is counted under (classifier_rejected_requests_total),
@@ -340,11 +328,10 @@ def test_every_rejection_reason_is_covered_here_or_elsewhere():
 
 
 def _rejected_by_reason(text: str) -> Counter:
+    """Refused requests by reason, as one /metrics page counts them."""
     counts: Counter = Counter()
-    for line in text.splitlines():
-        if line.startswith("classifier_rejected_requests_total{"):
-            series, _, value = line.rpartition(" ")
-            counts[re.search(r'reason="([^"]*)"', series).group(1)] += float(value)
+    for labels, value in metric_samples(text, "classifier_rejected_requests_total"):
+        counts[labels["reason"]] += value
     return counts
 
 
@@ -366,13 +353,9 @@ DURATION_COUNT = "classifier_http_request_duration_seconds_count"
 def _requests_by_route(text: str) -> dict[tuple[str, str], float]:
     """(endpoint, status) -> value of every DURATION_COUNT sample; its labels are exactly those two."""
     counts = {}
-    for line in text.splitlines():
-        if not line.startswith(DURATION_COUNT + "{"):
-            continue
-        series, _, value = line.rpartition(" ")
-        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', series[len(DURATION_COUNT):]))
-        assert set(labels) == {"endpoint", "status"}, line
-        counts[labels["endpoint"], labels["status"]] = float(value)
+    for labels, value in metric_samples(text, DURATION_COUNT):
+        assert set(labels) == {"endpoint", "status"}, labels
+        counts[labels["endpoint"], labels["status"]] = value
     return counts
 
 
