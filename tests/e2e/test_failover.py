@@ -11,7 +11,6 @@ send it traffic again once it is ready. No timing is asserted.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
 from tests.e2e.conftest import serve_command
-from tests.servers import launch_and_wait, start_on_free_port, stop_process_group
+from tests.servers import launch_and_wait, metric_total, start_on_free_port, stop_process_group
 
 
 def _find_nginx() -> str | None:
@@ -117,10 +116,8 @@ class Replica:
 
     def predict_count(self) -> float:
         """/predict answers this replica counted itself, from its own /metrics."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(float(value) for value in re.findall(
-            r'^classifier_http_request_duration_seconds_count\{[^}]*endpoint="/predict"[^}]*\} (\S+)$',
-            text, flags=re.MULTILINE))
+        return metric_total(httpx.get(f"{self.url}/metrics", timeout=10).text,
+                            "classifier_http_request_duration_seconds_count", endpoint="/predict")
 
 
 @dataclass
