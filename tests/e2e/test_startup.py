@@ -4,11 +4,9 @@ that another process takes before the server binds it, and nothing left running 
 from __future__ import annotations
 
 import http.client
-import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,8 @@ import pytest
 import bench.servers
 from serving.model import HOLD_ENV
 from tests.e2e.conftest import launch_server, start_server
-from tests.servers import NotReady, PortTaken, port_was_taken, start_on_free_port, stop_process_group
+from tests.servers import (NotReady, PortTaken, fixed_page, port_was_taken, running_http_server, start_on_free_port,
+                           stop_process_group)
 
 pytestmark = pytest.mark.e2e
 
@@ -85,26 +84,8 @@ def test_requests_sent_while_the_model_loads_wait_for_it(served, tmp_path):
 @pytest.fixture
 def foreign_server() -> Iterator[int]:
     """Another HTTP server on 127.0.0.1 that answers 200 {"foreign": true} to any GET; its port."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            body = b'{"foreign": true}'
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_http_server(fixed_page(b'{"foreign": true}', content_type="application/json")) as port:
+        yield port
 
 
 def test_a_port_taken_before_the_server_binds_it_is_replaced(served, foreign_server, monkeypatch):

@@ -19,6 +19,7 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.servers import fixed_page, running_http_server
 from tests.integration.test_import import _store_snapshot
 from training.experiments import main as experiments_main
 from training.importer import PAUSE_ENV, PAUSE_STEPS, STAGING_PREFIX, bento_tag, import_production
@@ -75,21 +76,8 @@ def _model_store(home: Path) -> dict[str, bytes | None]:
     return _tree(home / "models")
 
 
-class _NotMlflow(http.server.BaseHTTPRequestHandler):
-    """A web server that is not MLflow: every GET and POST is a 200 HTML page."""
-
-    def _page(self) -> None:
-        body = b"<html><body>\n<h1>Welcome</h1>\n</body></html>\n"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _page
-
-    def log_message(self, *args: object) -> None:  # keep the test's output clean
-        pass
+# A web server that is not MLflow: every GET and POST is a 200 HTML page.
+_NOT_MLFLOW = fixed_page(b"<html><body>\n<h1>Welcome</h1>\n</body></html>\n", content_type="text/html")
 
 
 class _NotFound(http.server.SimpleHTTPRequestHandler):
@@ -112,16 +100,10 @@ def _tracking_uri_of(kind: str, tmp_path: Path) -> Iterator[str]:
         return
     empty = tmp_path / "empty-site"
     empty.mkdir()
-    handler = _NotMlflow if kind == "html_200" else \
+    handler = _NOT_MLFLOW if kind == "html_200" else \
         lambda *args: _NotFound(*args, directory=str(empty))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_http_server(handler) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("kind, words", [
