@@ -23,7 +23,7 @@ from pydantic import Field
 from serving.app import JsonErrors, PredictionApp, PredictResponse, in_front_of
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
-from training.config import get_settings
+from serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.servers import free_port as bench_free_port  # noqa: E402
+from serving.settings import get_settings as get_service_settings  # noqa: E402
 from training.config import Settings, get_settings  # noqa: E402
 from training.models import GridPoint, make_grid  # noqa: E402
 
@@ -109,8 +110,10 @@ def _fresh_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     use_bentoml_home(monkeypatch, tmp_path / "bentoml")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'unused-mlflow.db'}")
     get_settings.cache_clear()
+    get_service_settings.cache_clear()
     yield
     get_settings.cache_clear()
+    get_service_settings.cache_clear()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Settings and paths shared by training, promotion and import: one place to change them."""
+"""Settings and paths shared by training, promotion and release (import): one place to change them."""
 
 from __future__ import annotations
 
@@ -35,17 +35,6 @@ class Settings(BaseSettings):
     bento_model_name: str = Field("classification_model", alias="BENTO_MODEL_NAME")
     # Seconds to wait for a tracking server before calling it unreachable.
     connect_timeout: float = Field(5.0, alias="MLFLOW_CONNECT_TIMEOUT")
-
-    # Serving: which Bento model to serve and the limits on one request.
-    bento_model_tag: str = Field("classification_model:latest", alias="BENTO_MODEL_TAG")
-    max_rows: int = Field(10_000, alias="MAX_ROWS", gt=0)
-    max_body_bytes: int = Field(8 * 1024 * 1024, alias="MAX_BODY_BYTES", gt=0)
-    request_timeout: int = Field(10, alias="REQUEST_TIMEOUT", gt=0)
-    # When set, POST /predict needs "Authorization: Bearer <key>".
-    api_key: str | None = Field(None, alias="API_KEY")
-    # Answer our routes ahead of BentoML's middleware (README "Performance"); off: BentoML runs
-    # the declared predict API after our checks.
-    fast_path: bool = Field(True, alias="FAST_PATH")
 
     @property
     def is_remote(self) -> bool:

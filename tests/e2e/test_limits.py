@@ -13,7 +13,7 @@ import pytest
 from tests.e2e import hostile
 from tests.e2e.conftest import start_server
 from tests.servers import stop_process_group
-from training.config import get_settings
+from serving.settings import get_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import sys
 import bentoml
 import pytest
 
-from training.config import get_settings
+from serving.settings import get_settings
 from training.importer import import_production
 from training.promote import promote_best
 

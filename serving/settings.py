@@ -1,0 +1,30 @@
+"""The service's settings, read from the environment: which model to serve and the limits on a request."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the training side has its own (training.config)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    bento_model_tag: str = Field("classification_model:latest", alias="BENTO_MODEL_TAG")
+    max_rows: int = Field(10_000, alias="MAX_ROWS", gt=0)
+    max_body_bytes: int = Field(8 * 1024 * 1024, alias="MAX_BODY_BYTES", gt=0)
+    request_timeout: int = Field(10, alias="REQUEST_TIMEOUT", gt=0)
+    # When set, the scoring routes need "Authorization: Bearer <key>".
+    api_key: str | None = Field(None, alias="API_KEY")
+    # Answer our routes ahead of BentoML's middleware (README "Performance"); off: BentoML runs
+    # the declared predict API after our checks.
+    fast_path: bool = Field(True, alias="FAST_PATH")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide service settings, read from the environment once."""
+    return Settings()
