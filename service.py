@@ -1,12 +1,14 @@
-"""The BentoML service: POST /predict as a BentoML API, plus /health, /metadata and /invocations.
+"""The BentoML service: the imported model, `predict` as a BentoML API, and our routes in front.
 
     bentoml serve            # from the repo root, after scripts/import_production.py
 
 `predict` is a real `@bentoml.api`: BentoML's clients (`SyncHTTPClient`, `AsyncHTTPClient`,
-`bentoml.depends`) and in-process calls use it like any BentoML service. Over HTTP, our
-routes are answered ahead of BentoML's middleware by the same code that the API runs (the
-fast path, `FAST_PATH=false` turns it off); see README "Performance" for why and how.
-BentoML keeps its own /livez, /readyz, /metrics, /schema.json and the Swagger UI at /.
+`bentoml.depends`) and in-process calls use it like any BentoML service. Over HTTP, every path
+of the route table (serving/routes.py: /predict, /health, /metadata, MLflow's /invocations,
+/ping, /version, the Open Inference Protocol's /v2/..., and /docs.json) is answered ahead of
+BentoML's middleware by serving/http.py, with the same scoring core as the API (the fast path;
+`FAST_PATH=false` turns it off, see README "Performance"). BentoML keeps /livez, /readyz,
+/metrics, /schema.json and the Swagger UI at /.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import attrs
 import bentoml
 from pydantic import Field
 
-from serving.app import JsonErrors, PredictionApp, PredictResponse, in_front_of
+from serving.core import Limits
+from serving.http import JsonErrors, ServingApp, in_front_of
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
+from serving.protocols.native import PredictResponse
 from serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-http_app = PredictionApp()
+http_app = ServingApp()
 
 Row = list[float]
 Record = dict[str, float | str | None]
@@ -37,11 +41,11 @@ class FastPathService(bentoml.Service):
     """A BentoML service whose own routes are answered before BentoML's middleware stack."""
 
     def to_asgi(self, is_main: bool = True):
-        return in_front_of(super().to_asgi(is_main), http_app)
+        return in_front_of(super().to_asgi(is_main), http_app, document=lambda: self.openapi_spec.asdict())
 
     @property
     def openapi_spec(self):
-        """BentoML's OpenAPI document, versioned by the model it serves."""
+        """BentoML's OpenAPI document, versioned by the model it serves (/docs.json adds our routes)."""
         spec = super().openapi_spec
         # BentoML takes info.version from a built Bento and writes "None" under `bentoml serve`;
         # the model's tag says what a client talks to in both cases. Contact is dropped: it names
@@ -50,7 +54,6 @@ class FastPathService(bentoml.Service):
         return attrs.evolve(spec, info=attrs.evolve(spec.info, version=version, contact=None))
 
 
-@bentoml.asgi_app(http_app, path="/")
 @bentoml.service(
     name="classification_service",
     service_class=FastPathService,
@@ -70,9 +73,9 @@ class ClassificationService:
         model = load_model(Path(self.bento_model.path), self.bento_model.info.metadata,
                            tag=str(self.bento_model.tag))
         metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)
-        http_app.bind(model, max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
-                      request_timeout=settings.request_timeout, api_key=settings.api_key,
-                      metrics=metrics, fast_path=settings.fast_path)
+        limits = Limits(max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
+                        request_timeout=settings.request_timeout)
+        http_app.bind(model, limits=limits, api_key=settings.api_key, metrics=metrics, fast_path=settings.fast_path)
         # BentoML starts uvicorn with its access log on, and uvicorn formats each request's client
         # address and quoted path for it whenever "uvicorn.access" has a handler, here the root
         # logger's, only for the record to be dropped below WARNING. Without handlers of its own
@@ -93,7 +96,7 @@ class ClassificationService:
     ) -> PredictResponse:
         """Class label and probabilities for each row (send `features` or `records`)."""
         # async: it runs on the event loop like the fast path, not on a thread pool.
-        return http_app.predict_values(features=features, records=records)
+        return http_app.native.predict_values(features=features, records=records)
 
 
 ClassificationService.add_asgi_middleware(JsonErrors)

@@ -1,1 +1,1 @@
-"""Serving-side code: numpy predictor and the HTTP contract; no MLflow needed at run time."""
+"""The service side: scoring core, protocol adapters, route table, the model's served forms; no MLflow or training code."""

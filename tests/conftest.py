@@ -152,6 +152,7 @@ REQUIRABLE = {
     "containers": lambda item: item.get_closest_marker("container") is not None,
     "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
     "nginx": lambda item: item.module.__name__.endswith("test_failover"),
+    "browser": lambda item: item.module.__name__.endswith("test_swagger_page"),
 }
 
 

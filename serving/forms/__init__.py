@@ -35,7 +35,17 @@ class Predictor(Protocol):
 
     def predict_proba(self, table: Table) -> np.ndarray: ...
 
+    def predict_row(self, row: list[float]) -> list[float]:
+        """predict_proba of one row of numbers (a model without text columns), as a list."""
+
     def save(self, directory: Path) -> None: ...
+
+
+class RowByTable:
+    """predict_row for a form with no quicker way: predict_proba of a one-row table."""
+
+    def predict_row(self, row: list[float]) -> list[float]:
+        return self.predict_proba(Table.from_numbers(np.array([row], dtype=np.float64)))[0].tolist()
 
 
 def _module(form: str):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.forms import RowByTable, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
@@ -28,7 +29,7 @@ OPTIONS_FILE = "compiled.json"
 
 
 @dataclass
-class CompiledPredictor:
+class CompiledPredictor(RowByTable):
     """The encoder, then the compiled tree ensemble."""
 
     encoder: Encoder
@@ -94,7 +95,6 @@ def native_output_to(path: Path) -> Iterator[None]:
 
 def from_pipeline(pipeline, schema: TableSchema) -> CompiledPredictor:
     """Import the classifier into treelite and compile it; raises Unsupported when either fails."""
-    from serving.forms import Unsupported
     from serving.forms.onnx import _compares_float32
 
     encoder, classifier = encoder_and_classifier(pipeline, schema)

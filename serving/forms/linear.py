@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.forms import RowByTable, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
@@ -19,7 +20,7 @@ PARAMS_FILE = "linear_params.npz"
 
 
 @dataclass(frozen=True)
-class LinearPredictor:
+class LinearPredictor(RowByTable):
     """The preprocessing encoder followed by a (binary or multinomial) LogisticRegression."""
 
     encoder: Encoder
@@ -73,7 +74,7 @@ class LinearPredictor:
         list: /predict's usual request, without a Table and arrays around one row."""
         if self._row_width and len(row) == self._row_width:
             return self._predict_row(row)
-        return self.predict_proba(Table.from_numbers(np.array([row], dtype=np.float64)))[0].tolist()
+        return super().predict_row(row)
 
     def _predict_row(self, row: list[float]) -> list[float]:
         """predict_proba of one all-numeric row, to the bit, in Python floats where numpy's
@@ -116,8 +117,6 @@ def load(directory: Path, schema: TableSchema) -> LinearPredictor:
 def from_pipeline(pipeline, schema: TableSchema) -> LinearPredictor:
     """Take the fitted numbers out of a preprocessing + LogisticRegression pipeline."""
     from sklearn.linear_model import LogisticRegression
-
-    from serving.forms import Unsupported
 
     encoder, classifier = encoder_and_classifier(pipeline, schema)
     if not isinstance(classifier, LogisticRegression):

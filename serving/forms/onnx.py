@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.forms import RowByTable, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
@@ -21,7 +22,7 @@ OPTIONS_FILE = "onnx.json"
 
 
 @dataclass
-class OnnxPredictor:
+class OnnxPredictor(RowByTable):
     """The encoder, then an onnxruntime session of the classifier."""
 
     encoder: Encoder
@@ -59,7 +60,6 @@ def load(directory: Path, schema: TableSchema) -> OnnxPredictor:
 
 def from_pipeline(pipeline, schema: TableSchema) -> OnnxPredictor:
     """Convert the classifier with skl2onnx; raises Unsupported when it cannot."""
-    from serving.forms import Unsupported
 
     encoder, classifier = encoder_and_classifier(pipeline, schema)
     try:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.forms import RowByTable
 from serving.schema import Table, TableSchema
 
 MLFLOW_MODEL_DIR = "mlflow_model"
 
 
 @dataclass
-class SklearnPredictor:
+class SklearnPredictor(RowByTable):
     """pipeline.predict_proba on a DataFrame of the raw columns."""
 
     pipeline: object = field(repr=False)

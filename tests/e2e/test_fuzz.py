@@ -14,7 +14,7 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 
-from serving.app import route_label
+from serving.routes import RouteTable
 from tests.servers import metric_total
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ CASES = [("/predict", "POST", POSITIVE), ("/predict", "POST", NEGATIVE),
          (f"{MODEL_PATH}/infer", "POST", POSITIVE), (f"{MODEL_PATH}/infer", "POST", NEGATIVE),
          ("/ping", "GET", POSITIVE), ("/version", "GET", POSITIVE), (MODEL_PATH, "GET", POSITIVE)]
 
-# OpenAPI gaps (the declarations in serving/app.py), reported to the lead: these request bodies
+# OpenAPI gaps (the declarations in serving/protocols/), reported to the lead: these request bodies
 # are declared looser than what the server accepts, so every "schema-valid" example schemathesis
 # generates is refused with a (documented) 400, and its positive_data_acceptance check (ST202,
 # "Schema-valid request rejected") fails. That one check is left out for them below and held
@@ -84,7 +84,7 @@ def _answered(url: str, endpoint: str) -> float:
 @pytest.mark.parametrize("path, method, mode", CASES, ids=lambda v: getattr(v, "value", v))
 def test_no_5xx_and_responses_match_the_schema(served, path, method, mode):
     loose = mode is POSITIVE and (path, method) in LOOSE_REQUEST_SCHEMAS
-    endpoint = route_label(path)
+    endpoint = RouteTable().label(path)
     before = _answered(served.url, endpoint)
     seen = _fuzz(served.url, path, method, mode,
                  excluded_checks=[positive_data_acceptance] if loose else None)

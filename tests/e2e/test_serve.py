@@ -405,3 +405,19 @@ def test_metrics_count_requests_per_route(served):
         time.sleep(0.05)  # a poll, not a measured duration
     assert increase == expected
     assert not any("ClassificationModel" in endpoint or "OtherModel" in endpoint for endpoint, _ in after)
+
+
+def test_too_many_rows_is_each_protocols_bad_request_with_one_sentence(served):
+    """One row over MAX_ROWS: 422 on /predict, 400 on MLflow's and V2's routes (their servers answer
+    every bad request with 400), the same sentence on all three, counted under one reason."""
+    rows = [IRIS_ROW] * 10_001
+    sentence = "10001 rows is more than the limit of 10000 per request"
+    predict = httpx.post(f"{served.url}/predict", json={"features": rows})
+    assert (predict.status_code, predict.json()) == (422, {"error": sentence})
+    invocations = httpx.post(f"{served.url}/invocations",
+                             json={"dataframe_split": {"columns": hostile.FEATURES, "data": rows}})
+    assert (invocations.status_code, invocations.json()) == (
+        400, {"error_code": "BAD_REQUEST", "message": sentence, "error": sentence})
+    tensor = {"name": "input", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}
+    infer = httpx.post(f"{served.url}{hostile.V2_MODEL_PATH}/infer", json={"inputs": [tensor]})
+    assert (infer.status_code, infer.json()) == (400, {"error": sentence})

@@ -43,7 +43,7 @@ def test_predict_in_process_returns_the_typed_answer(service_module):
 
 
 def test_bad_input_in_process_raises_the_contract_error(service_module):
-    from serving.contract import RequestError
+    from serving.errors import RequestError
 
     service = service_module.ClassificationService()
     with pytest.raises(RequestError, match="takes 4 features"):

@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.app import PredictionApp
+from serving.core import Limits
+from serving.http import ServingApp
 from serving.forms.encoder import Encoder
 from serving.forms.linear import LinearPredictor
 from serving.model import load_model
@@ -18,7 +19,7 @@ from tests.unit.conftest import linear_predictor, numeric_schema, save_model_fol
 pytestmark = pytest.mark.unit
 
 
-def _call(app: PredictionApp, method: str, path: str, **kwargs) -> httpx.Response:
+def _call(app: ServingApp, method: str, path: str, **kwargs) -> httpx.Response:
     async def go():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -35,7 +36,7 @@ def loaded(tmp_path):
 
 
 def test_before_binding_health_is_503_and_predict_refuses():
-    app = PredictionApp()
+    app = ServingApp()
     health = _call(app, "GET", "/health")
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
     predict = _call(app, "POST", "/predict", json={"features": [[1.0, 2.0]]})
@@ -45,8 +46,8 @@ def test_before_binding_health_is_503_and_predict_refuses():
 
 
 def test_bound_app_predicts_a_binary_model(loaded):
-    app = PredictionApp()
-    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
+    app = ServingApp()
+    app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
     response = _call(app, "POST", "/predict", json={"features": [[3.0, 1.0], [0.0, 2.0]]})
     assert response.status_code == 200
     labels = [p["label"] for p in response.json()["predictions"]]
@@ -55,8 +56,8 @@ def test_bound_app_predicts_a_binary_model(loaded):
 
 
 def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
-    app = PredictionApp()
-    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
+    app = ServingApp()
+    app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
 
     def broken(rows):
         raise RuntimeError("boom")
@@ -75,8 +76,8 @@ def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
 def test_a_body_that_never_comes_is_a_408_at_the_timeout_and_the_app_keeps_serving(loaded):
     import time
 
-    app = PredictionApp()
-    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=0.2, api_key=None)
+    app = ServingApp()
+    app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=0.2), api_key=None)
     scope = {"type": "http", "method": "POST", "path": "/predict",
              "headers": [(b"content-type", b"application/json"), (b"content-length", b"30")]}
     sent = []
@@ -100,8 +101,8 @@ def test_a_body_that_never_comes_is_a_408_at_the_timeout_and_the_app_keeps_servi
 
 
 def test_records_give_the_same_answer_as_rows(loaded):
-    app = PredictionApp()
-    app.bind(loaded, max_rows=10, max_body_bytes=10_000, request_timeout=5, api_key=None)
+    app = ServingApp()
+    app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
     rows = _call(app, "POST", "/predict", json={"features": [[3.0, 1.0], [0.0, 2.0]]})
     records = _call(app, "POST", "/predict", json={"records": [{"y": 1.0, "x": 3.0}, {"x": 0.0, "y": 2.0}]})
     assert records.status_code == 200 and records.json() == rows.json()
@@ -116,9 +117,9 @@ def mixed(tmp_path):
     schema = TableSchema(features=(Feature("x", NUMBER), Feature("colour", CATEGORY, ("blue", "red"))),
                          class_names=("no", "yes"))
     metadata = save_model_folder(tmp_path, predictor, schema=schema, version="3")
-    app = PredictionApp()
-    app.bind(load_model(tmp_path, metadata, tag="m:v3"), max_rows=10, max_body_bytes=10_000,
-             request_timeout=5, api_key=None)
+    app = ServingApp()
+    app.bind(load_model(tmp_path, metadata, tag="m:v3"),
+             limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
     return app
 
 
@@ -164,7 +165,7 @@ DIGITS = "the body holds a number of 5000 digits; numbers may have at most 4300 
 ])
 def test_json_literal_and_digit_refusals_are_worded_for_each_route(loaded, path, content, status, expected):
     """The JSON parser shared by the routes words these refusals in each route's own terms."""
-    app = PredictionApp()
-    app.bind(loaded, max_rows=10, max_body_bytes=100_000, request_timeout=5, api_key=None)
+    app = ServingApp()
+    app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=100_000, request_timeout=5), api_key=None)
     response = _call(app, "POST", path, content=content, headers={"content-type": "application/json"})
     assert (response.status_code, response.json()) == (status, expected)

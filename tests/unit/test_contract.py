@@ -10,15 +10,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import serving.contract
-from serving.contract import (
-    MAX_ABS_FEATURE,
-    AnswerWriter,
-    PredictRequestReader,
-    RequestError,
-    format_predictions,
-    parse_mlflow_request,
-)
+import serving.protocols.native_codec
+from serving.core import MAX_ABS_FEATURE
+from serving.errors import RequestError
+from serving.protocols.mlflow_scoring import parse_mlflow_request
+from serving.protocols.native_codec import AnswerWriter, PredictRequestReader, format_predictions
 from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
 
 pytestmark = pytest.mark.unit
@@ -28,7 +24,7 @@ NUMERIC = TableSchema(features=(Feature("x", NUMBER), Feature("y", NUMBER)), cla
 
 
 def parse(body: bytes, max_rows: int = 3) -> np.ndarray:
-    """The rows of a /predict body as the service reads them (PredictRequestReader, as serving.app)."""
+    """The rows of a /predict body as the service reads them (PredictRequestReader, as serving.protocols.native)."""
     table = PredictRequestReader(schema=NUMERIC, max_rows=max_rows).read(body)
     assert table.categorical.shape == (len(table), 0)
     return table.numeric
@@ -189,7 +185,7 @@ def test_plain_bodies_take_the_fast_path(document, separators, monkeypatch):
     def strict_path(*args: object, **kwargs: object) -> dict:
         raise StrictPathTaken
 
-    monkeypatch.setattr(serving.contract, "load_json_object", strict_path)
+    monkeypatch.setattr(serving.protocols.native_codec, "load_json_object", strict_path)
     body = json.dumps(document, separators=separators).encode()
     reader = PredictRequestReader(schema=NUMERIC, max_rows=3)
     np.testing.assert_array_equal(reader.read(body).numeric, np.array(document["features"], ndmin=2))

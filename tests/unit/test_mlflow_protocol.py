@@ -1,4 +1,4 @@
-"""serving.mlflow_protocol: CSV bodies, /ping, /version and error bodies as `mlflow models serve` has them."""
+"""serving.protocols.mlflow_scoring: CSV bodies, /ping, /version and error bodies as `mlflow models serve` has them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.contract import RequestError, parse_mlflow_request
-from serving.mlflow_protocol import (
+from serving.errors import RequestError
+from serving.protocols.mlflow_scoring import (
     CSV_CONTENT_TYPES,
     NA_STRINGS,
     PING_BODY,
@@ -22,6 +22,7 @@ from serving.mlflow_protocol import (
     VERSION_HEADERS,
     error_body,
     error_code_for,
+    parse_mlflow_request,
     parse_csv,
     version_body,
 )

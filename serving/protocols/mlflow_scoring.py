@@ -1,6 +1,6 @@
 """What `mlflow models serve` answers, as bytes: /ping, /version, CSV bodies and error bodies.
 
-Pure functions and constants, no I/O: serving.app answers the requests with them. What MLflow
+An adapter over the scoring core, like the others; no I/O of its own. What MLflow
 does was read in `mlflow/pyfunc/scoring_server/__init__.py` (3.17.2) and checked against its
 `invocations()` with an sklearn pipeline logged with a signature, as our models are.
 
@@ -76,8 +76,18 @@ import json
 
 import numpy as np
 
-from serving.contract import RequestError, check_range, check_row_count
+from typing import Any
+
+from pydantic import BaseModel
+
+from serving.core import Scorer, check_range, check_row_count
+from serving.errors import RequestError
+from serving.openapi import Schemas, answer, body
+from serving.protocols.decode import load_json_object, records_to_table
+from serving.protocols.native import REFUSALS, ErrorResponse
 from serving.schema import Table, TableSchema
+
+TAG = {"name": "MLflow scoring", "description": "What `mlflow models serve` answers, for MLflow's clients."}
 
 PING_BODY = b"\n"
 PING_HEADERS = [(b"content-type", b"application/json")]
@@ -123,6 +133,48 @@ def error_code_for(status: int, reason: str) -> str:
     if status in _CODE_FOR_STATUS:
         return _CODE_FOR_STATUS[status]
     return "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
+
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_MLFLOW_EXAMPLE = '{"dataframe_split": {"columns": [...], "data": [[...]]}}'
+# What /invocations' values must be: its rows, by column name, may hold null.
+_MLFLOW_VALUES = "the values of the rows must be finite numbers, or null for a missing value"
+
+
+def parse_mlflow_request(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
+    """Rows from an `mlflow models serve` /invocations body, by column name."""
+    feature_names = schema.feature_names
+    document = load_json_object(body, example=_MLFLOW_EXAMPLE, values=_MLFLOW_VALUES)
+    keys = [key for key in document if key in MLFLOW_KEYS]
+    if len(keys) != 1 or set(document) - {keys[0], "params"}:
+        raise RequestError(400, f"the body needs exactly one of {', '.join(MLFLOW_KEYS)}", "unknown_keys")
+    payload = document[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+            raise RequestError(400, "dataframe_split needs 'columns' and 'data'", "not_a_row")
+        columns = payload.get("columns", feature_names)
+        rows = [dict(zip(columns, row)) if isinstance(row, list) and isinstance(columns, list)
+                and len(row) == len(columns) else row for row in payload["data"]]
+    elif isinstance(payload, dict):  # {"column": [values...]} as `inputs` or `instances`
+        lengths = {len(v) if isinstance(v, list) else -1 for v in payload.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise RequestError(400, "columns must be lists of the same length", "not_a_row")
+        rows = [{k: v[i] for k, v in payload.items()} for i in range(lengths.pop())]
+    elif isinstance(payload, list):  # records (dicts) or, beyond MLflow, positional rows
+        rows = payload
+    else:
+        raise RequestError(400, f"{keys[0]} must be a list or an object", "not_a_row")
+    if not rows:
+        raise RequestError(400, "there are no rows to score", "empty_features")
+    check_row_count(len(rows), max_rows=max_rows)
+    for index, row in enumerate(rows):  # positional rows, in feature order, become records
+        if isinstance(row, list):
+            if len(row) != len(feature_names):
+                raise RequestError(422, f"row {index} has {len(row)} values; the model takes {len(feature_names)} features", "wrong_length")
+            rows[index] = dict(zip(feature_names, row))
+        elif not isinstance(row, dict):
+            raise RequestError(400, f"row {index} is not a list of values or an object", "not_a_row")
+    return records_to_table(rows, schema=schema, max_rows=max_rows)
 
 
 def parse_csv(body: bytes, *, schema: TableSchema, max_rows: int) -> Table:
@@ -218,3 +270,60 @@ def _number(cell: str) -> float | None:
     except ValueError:
         return None
     return None if value != value else value  # "NAN", "+nan": pandas refuses those spellings
+
+
+class MlflowErrorResponse(ErrorResponse):
+    error_code: str
+    message: str
+
+
+class MlflowProtocol:
+    """POST /invocations, GET /ping and GET /version, as `mlflow models serve` answers them."""
+
+    tag = TAG
+    media_types = (b"application/json", *sorted(CSV_CONTENT_TYPES))
+
+    def __init__(self) -> None:
+        self.scorer: Scorer | None = None
+
+    def bind(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def refuse(self, error: RequestError) -> tuple[int, bytes]:
+        """MLflow's error document; every refusal of a body is a 400, as MLflow answers it."""
+        status = 400 if error.status == 422 else error.status
+        return status, error_body(error.message, error_code=error_code_for(error.status, error.reason))
+
+    def invocations(self, call: Any) -> tuple[int, bytes]:
+        """POST /invocations: a JSON format or a CSV table in, the class indices out."""
+        schema, max_rows = self.scorer.model.schema, self.scorer.limits.max_rows
+        if call.media_type in CSV_CONTENT_TYPES:
+            table = parse_csv(call.body, schema=schema, max_rows=max_rows)
+        else:
+            table = parse_mlflow_request(call.body, schema=schema, max_rows=max_rows)
+        _, predicted = self.scorer.score(table)
+        return 200, json.dumps({"predictions": predicted.tolist()}).encode()
+
+    def ping(self, call: Any) -> tuple[int, bytes]:
+        """GET /ping: 200 once the model is loaded, 404 before, as MLflow."""
+        return (200 if self.scorer else 404), PING_BODY
+
+    def version(self, call: Any) -> tuple[int, bytes]:
+        """GET /version: the MLflow version that logged the served model, as bare text."""
+        version = (self.scorer.model.info.get("mlflow_version") if self.scorer else None) or "unknown"
+        return 200, version_body(version)
+
+    def describe(self, handler: str, schemas: Schemas) -> dict:
+        """The OpenAPI request body and answers of one handler."""
+        if handler == "ping":
+            return {"responses": {"200": answer("ready"), "404": answer("model not loaded")}}
+        if handler == "version":
+            return {"responses": {"200": answer("MLflow version")}}
+        error = schemas.ref(MlflowErrorResponse)
+        predictions = {"type": "object", "required": ["predictions"],
+                       "properties": {"predictions": {"type": "array", "items": {"type": "integer"}}}}
+        return {"requestBody": body({"type": "object", "additionalProperties": True}),
+                "responses": {"200": answer("the class index of each row", predictions),
+                              **{str(status): answer(text, error) for status, text in REFUSALS.items()
+                                 if status != 422}}}
+

@@ -1,8 +1,4 @@
-"""The Open Inference Protocol (V2: KServe, Seldon MLServer, Triton) over REST, as pure functions.
-
-The HTTP app routes a request with `route`, answers the metadata endpoints with
-`server_metadata` / `model_metadata`, checks the model named in the path with `check_model`,
-reads an inference body with `parse_infer` and writes the answer with `format_infer`.
+"""Open Inference Protocol V2 inference requests: JSON and binary tensors in, a checked Table out.
 
 Tensors. A model whose columns are all numbers takes one input (named `input`; any single
 name is accepted) of shape [rows, n_features], FP64 or FP32 (INT64 and INT32 values are
@@ -12,12 +8,10 @@ An all-numeric model takes that per-column form too, when a request sends severa
 `data` is row-major, flat or nested as the shape. The binary tensor data extension is read
 too (tritonclient sends binary inputs by default): the JSON part is the first `header_length`
 bytes (the `Inference-Header-Content-Length` header), each input with a `binary_data_size`
-parameter takes its bytes, in order, from the rest. Answers are always JSON, which clients
-read whether or not they asked for binary outputs.
+parameter takes its bytes, in order, from the rest.
 
 The protocol has no null: a missing value can only be NaN in a float tensor, and JSON has no
-NaN, so only binary float data can carry one. Every refusal is a RequestError whose message is
-one sentence, answered as `{"error": message}`, the protocol's error shape.
+NaN, so only binary float data can carry one.
 """
 
 from __future__ import annotations
@@ -31,10 +25,11 @@ from itertools import chain
 import numpy as np
 import orjson
 
-from serving.contract import MAX_ABS_FEATURE, RequestError, load_json_object
+from serving.core import MAX_ABS_FEATURE, check_row_count, first_out_of_range
+from serving.errors import RequestError
+from serving.protocols.decode import load_json_object
 from serving.schema import Table, TableSchema
 
-SERVER_NAME = "classification_service"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("label", "probabilities", "class_index")
 
@@ -51,7 +46,6 @@ _OUTPUT_KEYS = frozenset({"name", "parameters"})
 _EXAMPLE = '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [...]}]}'
 # What tensor data must be, as the refusal of a NaN or Infinity JSON literal says.
 _VALUES = "tensor data must be finite numbers"
-_GET = ("GET", "HEAD")
 
 
 @dataclass(frozen=True)
@@ -84,72 +78,6 @@ def _show(value: object) -> str:
     """A JSON value, shortened for an error message."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-# Routing and metadata -----------------------------------------------------------------------
-
-def route(method: str, path: str) -> tuple[str, str | None, str | None]:
-    """Classify a /v2 path: (kind, model name or None, version or None).
-
-    kinds: "live" (GET /v2/health/live), "ready" (GET /v2/health/ready), "server" (GET /v2),
-    "model" (GET /v2/models/{name}[/versions/{v}]), "model_ready" (GET
-    /v2/models/{name}[/versions/{v}]/ready), "infer" (POST /v2/models/{name}[/versions/{v}]/infer),
-    "not_found" for any other path, "method" when the path is known but the method is wrong
-    (POST is the only method of an infer path; GET and HEAD of the others).
-    One trailing slash is ignored. The path is the decoded one (ASGI's scope["path"]).
-    """
-    if len(path) > 1 and path.endswith("/"):
-        path = path[:-1]
-    segments = path.split("/")[1:] if path.startswith("/") else []
-    name = version = None
-    if segments == ["v2"]:
-        kind = "server"
-    elif segments == ["v2", "health", "live"]:
-        kind = "live"
-    elif segments == ["v2", "health", "ready"]:
-        kind = "ready"
-    elif len(segments) >= 3 and segments[:2] == ["v2", "models"] and segments[2]:
-        name, rest = segments[2], segments[3:]
-        if rest[:1] == ["versions"]:
-            if len(rest) < 2 or not rest[1]:
-                return "not_found", None, None
-            version, rest = rest[1], rest[2:]
-        kind = {(): "model", ("ready",): "model_ready", ("infer",): "infer"}.get(tuple(rest), "not_found")
-    else:
-        kind = "not_found"
-    if kind == "not_found":
-        return kind, None, None
-    if method not in (("POST",) if kind == "infer" else _GET):
-        return "method", name, version
-    return kind, name, version
-
-
-def server_metadata(*, version: str) -> dict:
-    """The answer to GET /v2."""
-    return {"name": SERVER_NAME, "version": version, "extensions": []}
-
-
-def model_metadata(*, schema: TableSchema, name: str, version: str, platform: str) -> dict:
-    """The answer to GET /v2/models/{name}[/versions/{v}]: the input and output tensors."""
-    if schema.all_numeric:
-        inputs = [{"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, len(schema.features)]}]
-    else:
-        inputs = [{"name": feature.name, "datatype": "FP64" if feature.name in schema.numeric else TEXT_DATATYPE,
-                   "shape": [-1]} for feature in schema.features]
-    outputs = [{"name": "label", "datatype": TEXT_DATATYPE, "shape": [-1]},
-               {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(schema.class_names)]},
-               {"name": "class_index", "datatype": "INT64", "shape": [-1]}]
-    return {"name": name, "versions": [version], "platform": platform, "inputs": inputs, "outputs": outputs}
-
-
-def check_model(name: str | None, version: str | None, *, served_name: str, served_version: str) -> None:
-    """Refuse (404) a path naming another model, or another version of this one."""
-    if name is not None and name != served_name:
-        raise RequestError(404, f"model {name!r} is not served here; this server serves {served_name!r}",
-                           "unknown_model")
-    if version is not None and version != served_version:
-        raise RequestError(404, f"model {served_name!r} has no version {version!r} here; "
-                                f"this server serves version {served_version!r}", "unknown_model")
 
 
 # Inference request --------------------------------------------------------------------------
@@ -272,8 +200,7 @@ def _requested_outputs(outputs: object) -> list[str] | None:
 def _check_rows(rows: int, *, max_rows: int) -> None:
     if rows == 0:
         raise _bad("there are no rows to score (the first dimension of the shape is 0)", "empty_features")
-    if rows > max_rows:
-        raise _bad(f"{rows} rows is more than the limit of {max_rows} per request", "too_many_rows")
+    check_row_count(rows, max_rows=max_rows, status=400)
 
 
 def _matrix_table(tensor: _Tensor, *, schema: TableSchema, max_rows: int) -> Table:
@@ -372,15 +299,14 @@ def _numbers(tensor: _Tensor, *, width: int) -> np.ndarray:
             raise _bad(f"input {tensor.name!r} has {len(tensor.raw)} bytes of binary data; shape {tensor.shape} "
                        f"of {datatype} needs {size * dtype.itemsize}", "wrong_length")
         X = np.frombuffer(tensor.raw, dtype=dtype).astype(np.float64)
-    outside = np.abs(X) > MAX_ABS_FEATURE  # True for inf, False for NaN
-    if datatype == "FP32" and tensor.binary_size is None:
-        outside |= np.abs(X) > _FLOAT32_MAX
-    if outside.any():
-        row = int(np.argmax(outside)) // width
+    # JSON numbers sent as FP32 must fit a float32 too, as the tensor they stand for.
+    json_fp32 = datatype == "FP32" and tensor.binary_size is None
+    row = first_out_of_range(X.reshape(-1, width), limit=_FLOAT32_MAX if json_fp32 else MAX_ABS_FEATURE)
+    if row is not None:
         raise _bad(f"input {tensor.name!r}, row {row} holds a value outside the accepted range "
                    f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}" + (" (or FP32's)" if datatype == "FP32" else ""),
                    "out_of_range")
-    if datatype == "FP32" and tensor.binary_size is None:
+    if json_fp32:
         X = X.astype(np.float32).astype(np.float64)  # the values an FP32 tensor holds
     return X
 
@@ -416,31 +342,3 @@ def _strings(tensor: _Tensor) -> list[str]:
     return values
 
 
-# Inference response -------------------------------------------------------------------------
-
-def format_infer(probabilities: np.ndarray, *, schema: TableSchema, name: str, version: str,
-                 request: InferRequest) -> bytes:
-    """The JSON answer: the outputs asked for (all by default), each with flat data.
-
-    Numbers are written by orjson as their shortest exact repr, as /predict writes them: both
-    endpoints give the very same doubles for the same rows.
-    """
-    probabilities = np.ascontiguousarray(probabilities, dtype=np.float64)
-    rows, n_classes = probabilities.shape
-    index = probabilities.argmax(axis=1)
-    outputs = []
-    for output in request.outputs or OUTPUT_NAMES:
-        if output == "label":
-            labels = np.asarray(schema.class_names, dtype=object)[index].tolist()
-            outputs.append({"name": "label", "datatype": TEXT_DATATYPE, "shape": [rows], "data": labels})
-        elif output == "probabilities":
-            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [rows, n_classes],
-                            "data": probabilities.ravel()})
-        else:
-            outputs.append({"name": "class_index", "datatype": "INT64", "shape": [rows],
-                            "data": index.astype(np.int64)})
-    answer: dict = {"model_name": name, "model_version": version}
-    if request.id is not None:
-        answer["id"] = request.id
-    answer["outputs"] = outputs
-    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)

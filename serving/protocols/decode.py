@@ -1,0 +1,149 @@
+"""What the JSON protocols share: a strict JSON parser, and decoded rows or records as a checked Table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from serving.core import check_range, check_row_count
+from serving.errors import RequestError
+from serving.schema import Table, TableSchema
+
+
+class _NotFinite(Exception):
+    """A NaN or Infinity literal met by the JSON parser; load_json_object words its refusal."""
+
+    def __init__(self, literal: str) -> None:
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _reject_constant(literal: str) -> float:
+    raise _NotFinite(literal)
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise RequestError(400, "the JSON object has duplicate keys", "duplicate_keys")
+    return dict(pairs)
+
+
+def _int_within_limit(digits: str) -> int:
+    """int(digits), or the refusal of a number longer than Python converts (4300 digits by default)."""
+    limit = sys.get_int_max_str_digits()
+    count = len(digits.lstrip("-"))
+    if limit and count > limit:
+        raise RequestError(400, f"the body holds a number of {count} digits; "
+                                f"numbers may have at most {limit} digits", "malformed_json")
+    return int(digits)
+
+
+def _digits_refusal(body: bytes) -> RequestError | None:
+    """The refusal of the first integer in body longer than int() converts, if any.
+
+    body is parsed again, with a parse_int that counts digits: only on that refusal, so that
+    bodies which parse cost no hook call per integer.
+    """
+    try:
+        json.loads(body, parse_int=_int_within_limit)
+    except RequestError as refusal:
+        return refusal
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def load_json_object(body: bytes, *, example: str, values: str) -> dict:
+    """Decode a body that must be one JSON object; reject NaN, duplicates and deep nesting.
+
+    example is a body to suggest; values says what the route's values must be, for the refusal
+    of a NaN or Infinity literal ("NaN is not a number: <values>").
+    """
+    if not body:
+        raise RequestError(400, f"the request body is empty; send {example}", "empty_body")
+    try:
+        document = json.loads(body, parse_constant=_reject_constant,
+                              object_pairs_hook=_object_without_duplicates)
+    except RequestError:
+        raise
+    except _NotFinite as constant:
+        raise RequestError(400, f"{constant.literal} is not a number: {values}", "not_finite") from None
+    except UnicodeDecodeError:
+        raise RequestError(400, "the request body is not valid UTF-8", "bad_encoding") from None
+    except RecursionError:
+        raise RequestError(400, "the JSON document is nested too deeply", "malformed_json") from None
+    except json.JSONDecodeError as error:
+        raise RequestError(400, f"the request body is not valid JSON ({error})", "malformed_json") from None
+    except ValueError as error:
+        # json.loads' one other ValueError: an integer of more digits than int() converts, in
+        # Python's words, which advise sys.set_int_max_str_digits(), of no use to a client.
+        raise _digits_refusal(body) or RequestError(
+            400, f"the request body is not valid JSON ({error})", "malformed_json") from None
+    if not isinstance(document, dict):
+        raise RequestError(400, f"the body must be a JSON object like {example}", "not_an_object")
+    return document
+
+
+def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
+    """Check a list of rows of numbers and return it as a (rows, n_features) float64 array."""
+    check_row_count(len(rows), max_rows=max_rows)
+    for index, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise RequestError(400, f"row {index} is not a list of numbers", "not_a_row")
+        if len(row) != n_features:
+            raise RequestError(422, f"row {index} has {len(row)} values; the model takes {n_features} features", "wrong_length")
+        for value in row:
+            # bool is an int subclass and numpy would turn strings into numbers: check types.
+            kind = type(value)
+            if kind is not float and kind is not int:
+                raise RequestError(422, f"row {index} holds {json.dumps(value)[:40]}, which is not a number", "not_a_number")
+    try:
+        X = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        raise RequestError(422, "a feature value does not fit a 64-bit float", "not_finite") from None
+    return check_range(X)
+
+
+def records_to_table(records: object, *, schema: TableSchema, max_rows: int) -> Table:
+    """Rows given as {column: value} objects: numbers for numeric columns, text for the others,
+    null for a missing value (imputed as in training)."""
+    if not isinstance(records, list) or not records:
+        raise RequestError(400, "'records' must be a non-empty list of objects", "empty_features")
+    check_row_count(len(records), max_rows=max_rows)
+    numeric_names, text_names = schema.numeric, schema.categorical
+    numeric = np.empty((len(records), len(numeric_names)))
+    text = np.empty((len(records), len(text_names)), dtype=object)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RequestError(400, f"record {i} is not an object of column: value", "not_a_row")
+        if len(record) != len(schema.features) or not all(name in record for name in schema.feature_names):
+            _raise_column_mismatch(i, record, schema)
+        for j, name in enumerate(numeric_names):
+            value = record[name]
+            kind = type(value)
+            if kind is float or kind is int:
+                try:
+                    numeric[i, j] = value
+                except OverflowError:
+                    raise RequestError(422, f"row {i}, column {name!r}: the value does not fit a 64-bit float", "not_finite") from None
+            elif value is None:
+                numeric[i, j] = np.nan
+            else:
+                raise RequestError(422, f"row {i}, column {name!r}: {json.dumps(value)[:40]} is not a number", "not_a_number")
+        for j, name in enumerate(text_names):
+            value = record[name]
+            if value is not None and type(value) is not str:
+                raise RequestError(422, f"row {i}, column {name!r}: {json.dumps(value)[:40]} is not text", "not_text")
+            text[i, j] = value
+    return Table(numeric=check_range(numeric), categorical=text)
+
+
+def _raise_column_mismatch(index: int, record: dict, schema: TableSchema) -> None:
+    missing = [name for name in schema.feature_names if name not in record]
+    if missing:
+        raise RequestError(422, f"row {index}: column {missing[0]!r} is missing (send null for a missing value)", "missing_column")
+    unknown = [name for name in record if name not in schema.feature_names]
+    raise RequestError(422, f"row {index}: unknown column {unknown[0]!r}", "unknown_column")
