@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.servers import free_port as bench_free_port  # noqa: E402
+from tests.processes import free_port  # noqa: E402,F401 (tests import it from here too)
 from serving.settings import get_settings as get_service_settings  # noqa: E402
 from training.config import Settings, get_settings  # noqa: E402
 from training.models import GridPoint, make_grid  # noqa: E402
@@ -23,16 +23,6 @@ from training.models import GridPoint, make_grid  # noqa: E402
 def lr_grid(c_values: list[float], penalties: list[str]) -> list[GridPoint]:
     """A logistic-regression grid of these C values and penalties."""
     return make_grid(["logistic_regression"], {"C": tuple(c_values), "penalty": tuple(penalties)})
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
-
-    It is released before it is returned, so another process may take it before the caller's
-    server binds it: start servers through tests.servers.start_on_free_port, which tries another
-    port when that happens (bench.servers.free_port is this same function for it).
-    """
-    return bench_free_port()
 
 
 def use_store(monkeypatch: pytest.MonkeyPatch, directory: Path) -> Settings:

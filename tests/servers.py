@@ -7,10 +7,10 @@ import http.server
 import threading
 from collections.abc import Iterator
 
-# One way to probe, wait for and stop a server group, shared with the benchmark.
-from bench.servers import (NotReady, PortTaken, launch_and_wait, port_was_taken, start_mlflow_server,
-                           start_on_free_port, wait_for_http)
-from bench.servers import stop_server as stop_process_group
+# One way to probe, wait for and stop a server group (tests/processes.py), which the benchmark imports too.
+from tests.processes import (NotReady, PortTaken, launch_and_wait, port_was_taken, start_mlflow_server,
+                             start_on_free_port, wait_for_http)
+from tests.processes import stop_server as stop_process_group
 
 __all__ = ["NotReady", "PortTaken", "forget_mlflow_uris", "launch_and_wait", "fixed_page", "metric_samples",
            "metric_total", "port_was_taken", "running_http_server", "start_mlflow_server",

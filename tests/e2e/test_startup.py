@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-import bench.servers
+import tests.processes
 from serving.model import HOLD_ENV
 from tests.e2e.conftest import launch_server, start_server
 from tests.servers import (NotReady, PortTaken, fixed_page, port_was_taken, running_http_server, start_on_free_port,
@@ -93,8 +93,8 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced(served, foreign_ser
     out belongs to another server that answers 200 everywhere. start_server must neither take that
     server's 200 for its own readiness nor give up: it starts ours on another port."""
     ports = iter([foreign_server])
-    real_free_port = bench.servers.free_port
-    monkeypatch.setattr(bench.servers, "free_port", lambda: next(ports, None) or real_free_port())
+    real_free_port = tests.processes.free_port
+    monkeypatch.setattr(tests.processes, "free_port", lambda: next(ports, None) or real_free_port())
     server = start_server(home=served.bentoml_home)
     try:
         assert server.url != f"http://127.0.0.1:{foreign_server}"
