@@ -1,15 +1,8 @@
-"""The BentoML service: the imported model, `predict` as a BentoML API, and our routes in front.
+"""The BentoML service (`bentoml serve`): the imported model, `predict` as a BentoML API, our route table in front."""
 
-    bentoml serve            # from the repo root, after scripts/import_production.py
-
-`predict` is a real `@bentoml.api`: BentoML's clients (`SyncHTTPClient`, `AsyncHTTPClient`,
-`bentoml.depends`) and in-process calls use it like any BentoML service. Over HTTP, every path
-of the route table (serving/routes.py: /predict, /health, /metadata, MLflow's /invocations,
-/ping, /version, the Open Inference Protocol's /v2/..., and /docs.json) is answered ahead of
-BentoML's middleware by serving/http.py, with the same scoring core as the API (the fast path;
-`FAST_PATH=false` turns it off, see README "Performance"). BentoML keeps /livez, /readyz,
-/metrics, /schema.json and the Swagger UI at /.
-"""
+# `predict` is a real @bentoml.api, for BentoML's clients and in-process calls. Over HTTP the route
+# table's paths (serving/routes.py) are answered ahead of BentoML's middleware, by the same scoring
+# core (the fast path; FAST_PATH=false turns it off: README "Performance").
 
 from __future__ import annotations
 

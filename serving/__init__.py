@@ -1,1 +1,1 @@
-"""The service side: scoring core, protocol adapters, route table, the model's served forms; no MLflow or training code."""
+"""The service side: scoring core, protocol adapters, route table, served forms; no MLflow or training code."""

@@ -1,9 +1,4 @@
-"""The scoring core: the one place that predicts, picks each row's class and counts what was scored.
-
-Every protocol adapter (serving/protocols/) decodes its request into a `Table` (or, for the
-usual one-row request of numbers, a list), calls `Scorer.score` / `Scorer.score_row`, and
-encodes the answer. The request limits and the refusal type (`RequestError`) live here too.
-"""
+"""The scoring core: the one place that predicts, picks each row's class and counts it; and the request limits."""
 
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ class Limits:
 
 
 def check_row_count(count: int, *, max_rows: int, status: int = 422) -> None:
-    """Refuse a request of more than max_rows rows, with the protocol's status for it: 422 on /predict,
-    400 on V2 (whose servers answer every bad request so; MLflow's adapter turns every 422 into 400)."""
+    """Refuse more than max_rows rows, with the protocol's status (V2's servers answer every bad request 400)."""
     if count > max_rows:
         raise RequestError(status, f"{count} rows is more than the limit of {max_rows} per request", "too_many_rows")
 
@@ -81,8 +75,7 @@ class Scorer:
         return probabilities, predicted
 
     def score_row(self, row: list[float]) -> tuple[list[float], int]:
-        """score() of one row of numbers given as a list (an all-numeric model), as Python values:
-        the usual request, without a Table and half a dozen small arrays around one row."""
+        """score() of one row of numbers as a list, the usual request, without a Table around it."""
         probabilities = self.model.predictor.predict_row(row)
         predicted = argmax_of(probabilities)
         if self.metrics is not None:

@@ -1,11 +1,7 @@
-"""Our routes as one small ASGI app in front of BentoML's: dispatch by the route table, bodies, errors.
+"""HTTP only: the route table's paths answered in front of BentoML, bodies checked, each route's adapter called."""
 
-Requests are answered here directly: the per-request work of a router, pydantic models and a
-thread hand-off cost more than the model itself (README "Performance"). This module only
-translates HTTP: it finds the route (serving/routes.py), checks the method, and for a body
-the readiness, API key, content type, size and arrival time; the route's protocol adapter
-(serving/protocols/) answers, and maps refusals onto its protocol's error shape.
-"""
+# Answered here directly, not by a router: its per-request work, pydantic models and a thread
+# hand-off cost more than the model itself (README "Performance").
 
 from __future__ import annotations
 
@@ -42,15 +38,12 @@ class Call(NamedTuple):
 
 
 class BodyDeadlines:
-    """The body timeout of every request, kept by one loop timer rather than one per request.
+    """The body timeout of every request, kept by one loop timer rather than one per request."""
 
-    `asyncio.timeout` starts and cancels a timer for each request: on uvloop that costs ~4 us,
-    as much as the prediction, although the body has nearly always arrived with the headers.
-    Here a request only notes its task and deadline while it reads (start, finish); one timer,
-    set for the earliest deadline, cancels the reads that are overdue when it fires. The timeout
-    is the same for all, so the dict's insertion order is deadline order. Each read is cut off at
-    its own deadline, and the cancel is taken back as `asyncio.timeout` takes back its own.
-    """
+    # asyncio.timeout's timer per request costs ~4 us on uvloop, as much as the prediction. Here a
+    # read only notes its task and deadline; one timer, for the earliest deadline, cancels overdue
+    # reads (one timeout for all: insertion order is deadline order), and the cancel is taken back
+    # as asyncio.timeout takes back its own.
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -74,8 +67,7 @@ class BodyDeadlines:
         return cancelling is not None and task.uncancel() <= cancelling
 
     def finish(self, task: asyncio.Task) -> None:
-        """task's read is over; an expiry whose cancel did not land (the body came in the same
-        turn of the loop) is taken back."""
+        """task's read is over; an expiry whose cancel did not land (body in the same turn) is taken back."""
         if self._reading.pop(task, None) is None and task in self._expired:
             del self._expired[task]
             task.uncancel()
@@ -172,11 +164,7 @@ class ServingApp:
 
     async def _read_body(self, scope: dict, receive: Any,
                          media_types: tuple[bytes, ...] | None) -> tuple[bytes, bytes]:
-        """Readiness, API key, content type and size checks; then the body and its media type.
-
-        media_types None accepts any content type (the V2 protocol's clients send JSON with
-        none, or binary tensors as application/octet-stream).
-        """
+        """Readiness, API key, content type (None: any, as V2 clients send) and size; the body, its media type."""
         if self.model is None:
             raise RequestError(503, "the model is not loaded yet", "not_ready")
         content_type = authorization = length = None
@@ -266,15 +254,9 @@ def _utf8_only(parameters: bytes) -> bool:
 
 
 def in_front_of(inner: Any, app: ServingApp, *, document: Callable[[], dict] | None = None) -> Any:
-    """An ASGI app that answers app's own paths itself and passes everything else to inner.
-
-    document gives BentoML's OpenAPI document, which /docs.json extends with our routes.
-
-    BentoML's middleware (tracing, traffic metrics, timeout, concurrency control, context)
-    costs more per request than our whole /predict; our routes keep their own metrics and
-    body timeout, and every other route keeps BentoML's full stack. Our metrics are written in
-    batches (ServiceMetrics.flush): a scrape of /metrics writes the pending batch first.
-    """
+    """An ASGI app answering app's paths itself, and the rest by inner (BentoML's, whose document is document)."""
+    # BentoML's middleware (tracing, traffic metrics, timeout, context) costs more per request than
+    # our whole /predict: our routes keep their own metrics and body timeout instead.
 
     app.inner = inner
     if document is not None:

@@ -1,10 +1,4 @@
-"""Prometheus metrics beyond BentoML's own: what is predicted, what is refused, and drift.
-
-Drift: the training-set statistics saved with the model give each feature's range and
-decile bins. Each request counts values outside the range, and the rows of a rolling window
-are binned to export a population stability index (PSI) per feature: about 0.1 means a
-moderate shift, above 0.25 a large one.
-"""
+"""Prometheus metrics beyond BentoML's own: what is predicted, refused, and drift (README "Metrics and drift")."""
 
 from __future__ import annotations
 
@@ -78,12 +72,9 @@ class DriftWindow:
 
 
 def observe_all(histogram, amounts: list[float]) -> None:
-    """histogram.observe(amount) for each amount: one write per bucket hit rather than two per amount.
-
-    prometheus_client has no call for this. It is done on its Histogram's own fields, as observe()
-    does it (`_upper_bounds`, `_buckets`, `_sum` of prometheus_client 0.26; a unit test holds the
-    result to observe()'s), and by observe() itself should they ever be gone.
-    """
+    """histogram.observe(amount) for each amount: one write per bucket hit rather than two per amount."""
+    # prometheus_client has no call for this: its Histogram's own fields (0.26), as observe() uses
+    # them (a unit test holds the result to observe()'s), and observe() itself should they go.
     try:
         bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
     except AttributeError:
@@ -99,11 +90,7 @@ def observe_all(histogram, amounts: list[float]) -> None:
 
 
 class _Collectors:
-    """prometheus_client's metric classes, each name registered once per process.
-
-    A second ServiceMetrics in the same process (an in-process test, a service composed with
-    `bentoml.depends`) shares the first one's series instead of failing as a duplicate.
-    """
+    """prometheus_client's metric classes, each name registered once per process (shared by a second ServiceMetrics)."""
 
     _made: dict[str, object] = {}
 

@@ -1,8 +1,4 @@
-"""The OpenAPI document behind Swagger UI (`/`, `/docs.json`): BentoML's own, plus every route of the table.
-
-Nothing here answers a request: each route's entry comes from the route table (path, methods,
-summary, protocol) and from its protocol adapter's `describe` (body and answers).
-"""
+"""The page at / and its OpenAPI document (/docs.json): BentoML's, plus each route of the table."""
 
 from __future__ import annotations
 
@@ -87,8 +83,7 @@ def introduction(model: LoadedModel | None) -> tuple[str, str]:
 
 def build_document(base: dict, operations: list[tuple[str, str, dict]], *, tags: list[dict],
                    schemas: Schemas, model: LoadedModel | None) -> dict:
-    """BentoML's document (base, whose info.version service.py sets) with our operations (path,
-    method, operation), tags and schemas."""
+    """BentoML's document (versioned by service.py) with our (path, method, operation)s, tags and schemas."""
     title, description = introduction(model)
     info = {**base.get("info", {}), "title": title, "description": description}
     ours: dict[str, dict] = {}
@@ -102,8 +97,7 @@ def build_document(base: dict, operations: list[tuple[str, str, dict]], *, tags:
 
 
 class OpenApiDocument:
-    """GET / and GET /docs.json, as an adapter of the route table: the document is built from it
-    once per bound model."""
+    """GET / and GET /docs.json, as an adapter of the route table; the document built once per model."""
 
     def __init__(self, routes: Any, adapters: dict[str, Any]) -> None:
         self.routes, self.adapters = routes, adapters

@@ -1,11 +1,7 @@
-"""The route table: every path this service answers itself, read by dispatch, metrics, Allow and OpenAPI.
+"""The route table: every path answered here; dispatch, metric labels, Allow headers and OpenAPI read it."""
 
-Each route names its protocol adapter (serving/protocols/) and the adapter's method that
-answers it. A path template may have an optional part in brackets; its metrics label (and
-OpenAPI path) is the template without it, so labels stay few. Everything under an owned prefix
-(/v2) is ours: a path there that no route matches is that protocol's 404, labelled "<prefix>/other".
-Every other path belongs to BentoML (/livez, /readyz, /metrics, /schema.json, /static_content).
-"""
+# A template's [optional part] is left out of its label, so labels stay few. Under an owned prefix
+# (/v2) an unmatched path is that protocol's 404; every other path is BentoML's (/livez, /metrics...).
 
 from __future__ import annotations
 

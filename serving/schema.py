@@ -65,11 +65,7 @@ class TableSchema:
 
 @dataclass(frozen=True)
 class Table:
-    """Rows to score: numeric columns as float64 (NaN = missing), text columns as str or None.
-
-    Columns are in the schema's order within each part: `numeric` holds schema.numeric,
-    `categorical` holds schema.categorical.
-    """
+    """Rows to score: schema.numeric as float64 (NaN = missing), schema.categorical as str or None, in order."""
 
     numeric: np.ndarray  # (rows, len(schema.numeric)) float64
     categorical: np.ndarray  # (rows, len(schema.categorical)) object

@@ -1,14 +1,4 @@
-"""The forms a model can be served in: one protocol, one small module per form.
-
-The importer converts the registered pipeline into the fastest form that reproduces its
-`predict_proba` (see `training/importer.py`); the service loads whichever form was chosen
-and does not care which it is.
-
-    linear    numpy maths of the preprocessing and a LogisticRegression   ~10 us a row
-    onnx      the classifier converted by skl2onnx, run by onnxruntime     ~10 us a row
-    compiled  tree ensembles compiled to C by treelite + tl2cgen          ~50-250 us a row
-    sklearn   the registered pipeline itself: exact for any model, slowest
-"""
+"""The forms a model can be served in (linear, onnx, compiled, sklearn): one protocol, one module per form."""
 
 from __future__ import annotations
 

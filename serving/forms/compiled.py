@@ -1,10 +1,4 @@
-"""Tree ensembles compiled to C: treelite reads the model, tl2cgen compiles it with gcc.
-
-Thresholds and leaf values stay float64, so the answers equal sklearn's to rounding; this is
-the form for HistGradientBoosting, which skl2onnx 1.20 cannot convert. The import needs a C
-compiler (`gcc`); without one this form is skipped. The shared library is checked by sha256
-before it is loaded, like every model file.
-"""
+"""Tree ensembles compiled to C by treelite + tl2cgen (gcc), float64 thresholds: HistGradientBoosting's form."""
 
 from __future__ import annotations
 

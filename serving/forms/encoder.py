@@ -1,8 +1,4 @@
-"""The fitted preprocessing (imputers, scaler, one-hot encoder) as numpy arithmetic.
-
-sklearn's ColumnTransformer costs ~0.5 ms a call in input checks alone; this does the same
-operations, in the same order, in microseconds. The importer checks both agree before use.
-"""
+"""The fitted preprocessing (imputers, scaler, one-hot) as numpy arithmetic: sklearn's operations in microseconds."""
 
 from __future__ import annotations
 

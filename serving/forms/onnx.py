@@ -1,9 +1,4 @@
-"""The classifier converted to ONNX by skl2onnx and run by onnxruntime, after the numpy encoder.
-
-Only the classifier is converted: the preprocessing stays the verified numpy encoder in
-float64. sklearn's trees compare float32 features, so rows bound for a tree model are
-rounded to float32 first, exactly as sklearn does, and fed in double precision.
-"""
+"""The classifier run by onnxruntime (skl2onnx) after the numpy encoder; tree rows rounded to float32 as sklearn."""
 
 from __future__ import annotations
 

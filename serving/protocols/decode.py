@@ -42,11 +42,7 @@ def _int_within_limit(digits: str) -> int:
 
 
 def _digits_refusal(body: bytes) -> RequestError | None:
-    """The refusal of the first integer in body longer than int() converts, if any.
-
-    body is parsed again, with a parse_int that counts digits: only on that refusal, so that
-    bodies which parse cost no hook call per integer.
-    """
+    """The refusal of the first integer in body longer than int() converts, if any (body parsed again)."""
     try:
         json.loads(body, parse_int=_int_within_limit)
     except RequestError as refusal:
@@ -57,11 +53,7 @@ def _digits_refusal(body: bytes) -> RequestError | None:
 
 
 def load_json_object(body: bytes, *, example: str, values: str) -> dict:
-    """Decode a body that must be one JSON object; reject NaN, duplicates and deep nesting.
-
-    example is a body to suggest; values says what the route's values must be, for the refusal
-    of a NaN or Infinity literal ("NaN is not a number: <values>").
-    """
+    """A body that must be one JSON object; NaN, duplicates and deep nesting refused in the route's words."""
     if not body:
         raise RequestError(400, f"the request body is empty; send {example}", "empty_body")
     try:
@@ -108,8 +100,7 @@ def rows_to_array(rows: list, *, n_features: int, max_rows: int) -> np.ndarray:
 
 
 def records_to_table(records: object, *, schema: TableSchema, max_rows: int) -> Table:
-    """Rows given as {column: value} objects: numbers for numeric columns, text for the others,
-    null for a missing value (imputed as in training)."""
+    """Rows as {column: value}: numbers, text for text columns, null for a missing value."""
     if not isinstance(records, list) or not records:
         raise RequestError(400, "'records' must be a non-empty list of objects", "empty_features")
     check_row_count(len(records), max_rows=max_rows)

@@ -1,8 +1,4 @@
-"""This service's own protocol: POST /predict (labels and probabilities), GET /health, GET /metadata.
-
-An adapter: it decodes a body (serving/protocols/native_codec.py), scores it with the core, and
-encodes the answer; refusals are `{"error": sentence}` with the core's status.
-"""
+"""This service's own protocol: POST /predict (labels and probabilities), GET /health, GET /metadata."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The JSON of /predict: reading `{"features"}` / `{"records"}` bodies into a Table, writing the answer.
+"""The JSON of /predict: `{"features"}` / `{"records"}` bodies read into a Table, and the answer written."""
 
-Plain rows of numbers take a fast path (orjson, checked in bulk) that accepts only bodies the
-strict path accepts and gives the same rows; everything else goes through the strict path,
-which finds and words every error. README "Performance" says why.
-"""
+# Plain rows of numbers take a fast path (orjson, checked in bulk) that takes only bodies the strict
+# path accepts, with the same rows; the strict path finds and words every error.
 
 from __future__ import annotations
 
@@ -25,8 +23,7 @@ _NUMBER_LIST_BYTES = b"0123456789+-.eE,[]" + _JSON_SPACE
 
 
 def _plain_rows(body: bytes) -> list | None:
-    """The decoded `features` of a plain `{"features": [[numbers...], ...]}` body, flat row or not,
-    as a non-empty list of rows (unchecked); None if the body is anything else."""
+    """The rows (unchecked) of a plain `{"features": [[numbers...], ...]}` body, flat row or not; else None."""
     text = body.strip(_JSON_SPACE)
     if not text.startswith(_PLAIN_HEAD) or not text.endswith(b"}"):
         return None
@@ -43,8 +40,7 @@ def _plain_rows(body: bytes) -> list | None:
 
 
 def _plain_row(row: list, *, n_features: int) -> list | None:
-    """row, if it holds n_features numbers within MAX_ABS_FEATURE; checked in Python, which for
-    one row is quicker than numpy's per-call overhead."""
+    """row, if it holds n_features numbers within MAX_ABS_FEATURE (in Python: quicker than numpy for one row)."""
     try:  # abs() of a list: TypeError
         if type(row) is list and len(row) == n_features and max(map(abs, row)) <= MAX_ABS_FEATURE:
             return row
@@ -96,8 +92,7 @@ class PredictRequestReader:
         return Table.from_numbers(np.array([rows], dtype=np.float64)) if type(rows) is list else rows
 
     def read_row_or_table(self, body: bytes) -> list | Table:
-        """read(), except that a body of one plain row of numbers gives that row: the list of its
-        numbers, checked as read() checks them, for predictors that take one row as is."""
+        """read(), but one plain row of numbers comes back as its list, checked as read() checks it."""
         if self.plain_width:
             # The fast path for the common case, a plain {"features": [[numbers...], ...]}: it takes
             # only bodies the strict path below accepts, and gives the same rows; anything else goes
@@ -124,11 +119,9 @@ class PredictRequestReader:
 
 def table_from_values(*, features: object, records: object, given: tuple[str, ...] = (),
                       schema: TableSchema, max_rows: int) -> Table:
-    """The rows of a /predict request from its decoded `features` or `records` value.
-
-    `given` names the keys the body held (a null value counts as given when it is the only key,
-    so `{"features": null}` is refused; BentoML's clients send the unused argument as null).
-    """
+    """The rows of a /predict request from its decoded `features` or `records` value."""
+    # given: the body's keys. A null counts as given when alone, so {"features": null} is refused;
+    # BentoML's clients send the unused argument as null.
     present = [key for key, value in (("features", features), ("records", records)) if value is not None]
     if not present and len(given) == 1:  # {"features": null}: the error says what the key needs
         present = list(given)
@@ -142,14 +135,10 @@ def table_from_values(*, features: object, records: object, given: tuple[str, ..
 
 
 class AnswerWriter:
-    """Writes the /predict answer of one model: one prediction per row, in order.
+    """Writes one model's /predict answer: per row {"label", "class_index", "probabilities": {name: p}}."""
 
-    Row by row it reads {"label": ..., "class_index": ..., "probabilities": {name: p, ...}}.
-    It is assembled from byte pieces rather than dicts: for 1000 rows, building and encoding
-    dicts took longer than all the rest of the request. orjson writes each float as its
-    shortest exact repr, so clients read back the very same doubles. The pieces around the
-    numbers (and the model block) are made once per model.
-    """
+    # Byte pieces made once per model, not dicts: for 1000 rows, dicts took longer than the rest of
+    # the request. orjson writes each float's shortest exact repr: clients read the same doubles.
 
     def __init__(self, *, class_names: list[str], model: dict[str, str]) -> None:
         keys = [orjson.dumps(name) for name in class_names]
@@ -166,8 +155,7 @@ class AnswerWriter:
                          for prefix in prefixes]
 
     def write_row(self, probabilities: list[float], predicted: int) -> bytes:
-        """The answer to one row: write() of [probabilities] and [predicted], from Python floats
-        (orjson writes a float and a numpy float64 alike)."""
+        """write() of one row from Python floats (orjson writes a float and a numpy float64 alike)."""
         return self._one_row[predicted] % tuple(orjson.dumps(probabilities)[1:-1].split(b","))
 
     def write(self, probabilities: np.ndarray, predicted: np.ndarray) -> bytes:

@@ -1,10 +1,6 @@
-"""The Open Inference Protocol V2 (KServe, Seldon MLServer, Triton) over REST: health, metadata, infer.
+"""The Open Inference Protocol V2 (KServe, MLServer, Triton) over REST: health, metadata, infer; refusals `{"error"}`."""
 
-An adapter over the scoring core: tensors are read by serving/protocols/v2_tensors.py, answers
-are always JSON (clients read it whether or not they asked for binary outputs), and every
-refusal is `{"error": sentence}`, the protocol's error shape, with status 400 for any bad
-request and 404 for another model, as the protocol's servers answer.
-"""
+# Answers are always JSON, which clients read whether or not they asked for binary outputs.
 
 from __future__ import annotations
 
@@ -68,11 +64,7 @@ def check_model(name: str | None, version: str | None, *, served_name: str, serv
 
 def format_infer(probabilities: np.ndarray, predicted: np.ndarray, *, schema: TableSchema, name: str,
                  version: str, request: InferRequest) -> bytes:
-    """The JSON answer: the outputs asked for (all by default), each with flat data.
-
-    Numbers are written by orjson as their shortest exact repr, as /predict writes them: both
-    endpoints give the very same doubles for the same rows.
-    """
+    """The JSON answer: the outputs asked for (all by default), flat, the same doubles as /predict's."""
     probabilities = np.ascontiguousarray(probabilities, dtype=np.float64)
     rows, n_classes = probabilities.shape
     index = predicted

@@ -1,18 +1,7 @@
-"""Open Inference Protocol V2 inference requests: JSON and binary tensors in, a checked Table out.
+"""V2 inference requests: JSON and binary tensors in, a checked Table out (the tensors: README "The HTTP contract")."""
 
-Tensors. A model whose columns are all numbers takes one input (named `input`; any single
-name is accepted) of shape [rows, n_features], FP64 or FP32 (INT64 and INT32 values are
-accepted too). A model with text columns takes one input per column, named as the column,
-of shape [rows] or [rows, 1]: numbers for numeric columns, BYTES (strings) for text columns.
-An all-numeric model takes that per-column form too, when a request sends several inputs.
-`data` is row-major, flat or nested as the shape. The binary tensor data extension is read
-too (tritonclient sends binary inputs by default): the JSON part is the first `header_length`
-bytes (the `Inference-Header-Content-Length` header), each input with a `binary_data_size`
-parameter takes its bytes, in order, from the rest.
-
-The protocol has no null: a missing value can only be NaN in a float tensor, and JSON has no
-NaN, so only binary float data can carry one.
-"""
+# The protocol has no null: a missing value can only be NaN in a float tensor, and JSON has no NaN,
+# so only binary float data (tritonclient's default) can carry one.
 
 from __future__ import annotations
 
@@ -59,8 +48,7 @@ class InferRequest:
 
 @dataclass
 class _Tensor:
-    """One input tensor as the request declares it; its values are read once the model's
-    expectations (datatype, shape) have been checked."""
+    """One input tensor as declared; its values are read once its datatype and shape are checked."""
 
     name: str
     datatype: str
@@ -84,11 +72,7 @@ def _show(value: object) -> str:
 
 def parse_infer(body: bytes, *, schema: TableSchema, max_rows: int,
                 header_length: int | None = None) -> InferRequest:
-    """Check an inference request body and return its rows as a Table.
-
-    header_length: the `Inference-Header-Content-Length` header, when the request has one
-    (binary tensor data follows the JSON part); None when the whole body is JSON.
-    """
+    """The rows of an inference body; header_length: its Inference-Header-Content-Length (binary data follows)."""
     if header_length is None:
         header, binary = body, b""
     else:
