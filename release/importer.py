@@ -12,51 +12,29 @@ renamed into it in one step, so an import that fails or is killed leaves the sto
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import shutil
-import sys
 import tempfile
-import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from training.config import (
-    EVALUATION_ROWS_ARTIFACT,
-    FEATURE_STATS_ARTIFACT,
-    METRICS,
-    SCALER_ARTIFACT,
-    SCHEMA_ARTIFACT,
-    Settings,
-    get_settings,
-)
-from serving.forms import FORMS, Unsupported, convert, load_predictor
-from serving.schema import Table, TableSchema
-from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
+from release import ImportFailed
+from release.bento_store import model_store_path, pause_point, point_latest, publish, remove_stale_staging
+from release.verify import FormCheck, choose_form, probe_rows
+from serving.errors import one_line
+from serving.forms import FORMS
+from serving.layout import (EVALUATION_ROWS_FILE, FEATURE_STATS_FILE, MLFLOW_MODEL_DIR, SCALER_FILE, SCHEMA_FILE,
+                            read_mlmodel, record_sha256)
+from serving.schema import TableSchema
+from training.cli import configure_logging, run_command
+from training.config import (EVALUATION_ROWS_ARTIFACT, FEATURE_STATS_ARTIFACT, METRICS, SCALER_ARTIFACT,
+                             SCHEMA_ARTIFACT, Settings, get_settings)
+from training.tracking import TrackingUnavailable, connect
 
 logger = logging.getLogger(__name__)
-
-# Files of the Bento model, relative to its folder.
-MLFLOW_MODEL_DIR = "mlflow_model"
-SCALER_FILE = "scaler.skops"
-SCHEMA_FILE = "schema.json"
-FEATURE_STATS_FILE = "feature_stats.json"
-EVALUATION_ROWS_FILE = "evaluation_rows.json"
-STAGING_PREFIX = ".import-staging-"
-# A served form must give the registered model's labels and its probabilities to within this.
-TOLERANCE = 1e-6
-# Test hook: IMPORT_PAUSE_AT=<step> makes the import stop for good at that step (see pause_point).
-PAUSE_ENV = "IMPORT_PAUSE_AT"
-PAUSE_STEPS = ("downloaded", "converted", "staged", "publishing", "published")
-
-
-class ImportFailed(RuntimeError):
-    """The production model cannot be imported; the message says why in one line."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +55,6 @@ class ImportResult:
     created: bool
     seconds: float
     form: str = ""
-
-
-@dataclass(frozen=True)
-class FormCheck:
-    """The chosen served form and the evidence that it answers like the registered model."""
-
-    form: str
-    rows: int
-    max_abs_diff: float
-    tried: dict[str, str]  # form -> why it was passed over, for every faster form
-
-    def to_dict(self) -> dict:
-        return {"form": self.form, "rows": self.rows, "max_abs_diff": self.max_abs_diff,
-                "tolerance": TOLERANCE, "passed_over": self.tried}
 
 
 def resolve_production(client, *, name: str, alias: str, fallback_to_stage: bool = True) -> ProductionVersion:
@@ -115,30 +79,9 @@ def resolve_production(client, *, name: str, alias: str, fallback_to_stage: bool
                              resolved_by=resolved_by)
 
 
-def pause_point(step: str) -> None:
-    """Test hook: with IMPORT_PAUSE_AT=<step>, say so on stderr and block until killed.
-
-    Lets a test kill the import at a named step (PAUSE_STEPS) deterministically, with no timer:
-    it waits for the line `IMPORT_PAUSE_AT: paused at <step>` and then sends SIGKILL. Unset
-    (always, outside tests) it costs one environment lookup per step.
-    """
-    if os.environ.get(PAUSE_ENV) == step:
-        sys.stderr.write(f"{PAUSE_ENV}: paused at {step}\n")
-        sys.stderr.flush()
-        threading.Event().wait()
-
-
 def bento_tag(settings: Settings, production: ProductionVersion) -> str:
     """A tag that names the registry version and run, so a re-import finds it."""
     return f"{settings.bento_model_name}:v{production.version}-{production.run_id[:12]}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_version(production: ProductionVersion, directory: Path) -> None:
@@ -167,14 +110,12 @@ def check_and_convert(production: ProductionVersion, directory: Path, *,
     import mlflow.sklearn
     import numpy as np
     import skops.io
-    import yaml
 
-    model_dir = directory / MLFLOW_MODEL_DIR
-    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    mlmodel = read_mlmodel(directory)
     if mlmodel.get("run_id") not in (None, production.run_id):
         raise ImportFailed(f"version {production.version} was logged by run {mlmodel['run_id']}, "
                            f"not by {production.run_id}")
-    pipeline = mlflow.sklearn.load_model(str(model_dir))
+    pipeline = mlflow.sklearn.load_model(str(directory / MLFLOW_MODEL_DIR))
     try:
         path = directory / SCALER_FILE
         preprocess = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
@@ -199,53 +140,6 @@ def check_and_convert(production: ProductionVersion, directory: Path, *,
     return schema, check
 
 
-def probe_rows(rows: dict, schema: TableSchema) -> Table:
-    """The run's held-out rows, plus one row with every value missing and one of unseen text.
-
-    The two extra rows reach paths the held-out rows may miss: imputing every column, and
-    text the one-hot encoder never saw.
-    """
-    import numpy as np
-
-    records = [dict(zip(rows["columns"], row)) for row in rows["data"]]
-    records += [{}, {name: "\u2400 unseen" for name in schema.categorical}]
-    numeric = [[np.nan if r.get(name) is None else r[name] for name in schema.numeric] for r in records]
-    text = [[r.get(name) for name in schema.categorical] for r in records]
-    return Table(numeric=np.array(numeric, dtype=np.float64).reshape(len(records), len(schema.numeric)),
-                 categorical=np.array(text, dtype=object).reshape(len(records), len(schema.categorical)))
-
-
-def choose_form(pipeline, schema: TableSchema, table: Table, *, directory: Path,
-                forms: tuple[str, ...]) -> FormCheck:
-    """Save the first form, in the order given, that reproduces the pipeline on the table's rows."""
-    import numpy as np
-
-    expected = np.asarray(pipeline.predict_proba(table.to_frame(schema)), dtype=np.float64)
-    tried: dict[str, str] = {}
-    for form in forms:
-        try:
-            candidate = convert(form, pipeline, schema)
-        except Unsupported as error:
-            tried[form] = f"unsupported: {error}"
-            continue
-        # Judge the form as the service will read it: saved, then loaded back from the files.
-        trial = directory / f".form-{form}"
-        trial.mkdir()
-        shutil.copytree(directory / MLFLOW_MODEL_DIR, trial / MLFLOW_MODEL_DIR)
-        candidate.save(trial)
-        answered = load_predictor(form, trial, schema).predict_proba(table)
-        diff = float(np.max(np.abs(answered - expected))) if answered.shape == expected.shape else float("inf")
-        same_labels = answered.shape == expected.shape and \
-            np.array_equal(answered.argmax(axis=1), expected.argmax(axis=1))
-        if same_labels and diff <= TOLERANCE:
-            shutil.rmtree(trial)
-            candidate.save(directory)
-            return FormCheck(form=form, rows=len(table), max_abs_diff=diff, tried=tried)
-        shutil.rmtree(trial)
-        tried[form] = f"differs from the model: largest difference {diff:.3g}, labels {'equal' if same_labels else 'differ'}"
-    raise ImportFailed(f"no served form reproduces the model ({'; '.join(f'{k}: {v}' for k, v in tried.items())})")
-
-
 def import_production(*, alias: str | None = None, form: str = "auto",
                       settings: Settings | None = None) -> ImportResult:
     """Import the production version into the BentoML store, once; return its tag."""
@@ -261,9 +155,7 @@ def import_production(*, alias: str | None = None, form: str = "auto",
     production = resolve_production(client, name=settings.registered_model_name, alias=alias,
                                     fallback_to_stage=not asked_for)
     tag = bento_tag(settings, production)
-    from bentoml._internal.tag import Tag
-
-    store_root = _model_store_path()
+    store_root = model_store_path()
     try:
         bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
@@ -271,10 +163,10 @@ def import_production(*, alias: str | None = None, form: str = "auto",
     else:
         # Already in the store, perhaps from an import killed between publishing and `latest`:
         # finish that one's work, so `latest` is the production version either way.
-        _remove_stale_staging(store_root.parent)
-        point_latest(store_root, Tag.from_taglike(tag))
+        remove_stale_staging(store_root)
+        point_latest(store_root, tag)
         return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
-    _remove_stale_staging(store_root.parent)
+    remove_stale_staging(store_root)
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         work = Path(tmp)
         download_version(production, work)
@@ -284,15 +176,13 @@ def import_production(*, alias: str | None = None, form: str = "auto",
         run = client.get_run(production.run_id)
         labels, metadata = describe(production, run=run, schema=schema, check=check, alias=alias,
                                     settings=settings, directory=work)
-        save_atomically(tag, source=work, labels=labels, metadata=metadata, store_root=store_root)
+        publish(tag, source=work, labels=labels, metadata=metadata, store_root=store_root)
     return ImportResult(tag=tag, created=True, seconds=time.perf_counter() - started, form=check.form)
 
 
 def describe(production: ProductionVersion, *, run, schema: TableSchema, check: FormCheck, alias: str,
              settings: Settings, directory: Path) -> tuple[dict[str, str], dict]:
     """Labels (strings, for filtering) and metadata (lineage, metrics, names, hashes)."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
-    hashes = {str(p.relative_to(directory)): sha256_of(p) for p in files}
     dataset = run.data.params.get("dataset_name", "")
     labels = {
         "registered_model": production.name,
@@ -317,8 +207,8 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
         "served_form": check.form,
         "form_check": check.to_dict(),
         # /version answers this, as `mlflow models serve` answers the MLflow it runs.
-        "mlflow_version": _mlflow_version(directory),
-        "sha256": hashes,
+        "mlflow_version": str(read_mlmodel(directory).get("mlflow_version", "")),
+        "sha256": record_sha256(directory),
         "tracking_uri": settings.tracking_uri if settings.is_remote else "local",
         "run_url": (f"{settings.tracking_uri.rstrip('/')}/#/experiments/"
                     f"{run.info.experiment_id}/runs/{production.run_id}") if settings.is_remote else "",
@@ -327,66 +217,8 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
     return labels, metadata
 
 
-def _mlflow_version(directory: Path) -> str:
-    """The MLflow version that logged the model, from its MLmodel file."""
-    import yaml
-
-    return str(yaml.safe_load((directory / MLFLOW_MODEL_DIR / "MLmodel").read_text()).get("mlflow_version", ""))
-
-
-def _model_store_path() -> Path:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    try:
-        return Path(BentoMLContainer.model_store.get()._path)
-    except OSError as error:  # BentoML creates its home's folders on first use
-        raise ImportFailed(f"cannot write to the BentoML store at {error.filename or 'BENTOML_HOME'}: "
-                           f"{error.strerror or error}") from None
-
-
-def _remove_stale_staging(home: Path) -> None:
-    """Clear what an import killed mid-way left behind; it is outside the store proper."""
-    for stale in home.glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def save_atomically(tag: str, *, source: Path, labels: dict[str, str], metadata: dict,
-                    store_root: Path) -> None:
-    """Build the Bento model in a staging store, then rename it into the real one."""
-    import bentoml
-    from bentoml._internal.models.model import ModelStore
-    from bentoml._internal.tag import Tag
-
-    staging = store_root.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    try:
-        staging.mkdir(parents=True)
-        with bentoml.models.create(tag, labels=labels, metadata=metadata,
-                                   _model_store=ModelStore(staging)) as model:
-            shutil.copytree(source, model.path, dirs_exist_ok=True)
-        pause_point("staged")
-        parsed = Tag.from_taglike(tag)
-        final = store_root / parsed.name / parsed.version
-        final.parent.mkdir(parents=True, exist_ok=True)
-        pause_point("publishing")
-        os.rename(staging / parsed.name / parsed.version, final)  # the one step that publishes
-        pause_point("published")
-        point_latest(store_root, parsed)
-    except OSError as error:
-        raise ImportFailed(f"cannot write to the BentoML store at {store_root}: "
-                           f"{error.strerror or error}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def point_latest(store_root: Path, tag) -> None:
-    """Make `name:latest` resolve to this tag, in one atomic replace."""
-    latest = store_root / tag.name / "latest"
-    latest_tmp = latest.with_name(f".latest-{uuid.uuid4().hex}")
-    latest_tmp.write_text(tag.version)
-    os.replace(latest_tmp, latest)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command's options: which alias to import, and in which served form."""
     parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alias", default=None,
@@ -400,19 +232,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    configure_cli_logging()
-    try:
-        result = import_production(alias=args.alias, form=args.form)
-    except (ImportFailed, TrackingUnavailable) as error:
-        logger.error("error: %s", one_line(error))
-        return 1
-    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
-        logger.error("error: import failed: %s", one_line(error))
-        return 1
-    verb = "imported" if result.created else "already imported"
-    form = f", served form {result.form}" if result.form else ""
-    logger.info("%s %s (%.1f s%s)", verb, result.tag, result.seconds, form)
-    return 0
+    configure_logging()
+
+    def work() -> None:
+        try:
+            result = import_production(alias=args.alias, form=args.form)
+        except TrackingUnavailable as error:  # said as `error: <message>` until it is a CommandError
+            raise ImportFailed(str(error)) from None
+        verb = "imported" if result.created else "already imported"
+        form = f", served form {result.form}" if result.form else ""
+        logger.info("%s %s (%.1f s%s)", verb, result.tag, result.seconds, form)
+
+    return run_command(work, failure="import failed")
 
 
 if __name__ == "__main__":
