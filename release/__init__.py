@@ -1,7 +1,5 @@
 """The release step: import the registry's production model into the BentoML store; ImportFailed, its one error."""
 
-from __future__ import annotations
-
 from training.cli import CommandError
 
 

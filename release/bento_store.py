@@ -1,10 +1,4 @@
-"""The BentoML model store: where it is, an atomic publish into it, and its `latest`.
-
-The one module that uses BentoML's private APIs (tests/unit/test_bento_store.py pins each):
-BentoML 1.4.40 has no public way to stage a model outside the store, and its own `latest`
-writes (Store.register, Store._recreate_latest) are neither atomic nor able to point at an
-older version, as a rollback needs.
-"""
+"""The BentoML model store: where it is, an atomic publish into it, and its `latest`; the one user of bentoml._internal."""
 
 from __future__ import annotations
 
@@ -16,6 +10,9 @@ import uuid
 from pathlib import Path
 
 import bentoml
+# Private, and pinned by tests/unit/test_bento_store.py: BentoML 1.4.40 cannot stage a model outside its
+# store publicly, and its own `latest` writes (Store.register, _recreate_latest) are not atomic and
+# only ever point at the newest version, where a rollback needs an older one.
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import ModelStore
 
@@ -28,12 +25,8 @@ PAUSE_STEPS = ("downloaded", "converted", "staged", "publishing", "published")
 
 
 def pause_point(step: str) -> None:
-    """Test hook: with IMPORT_PAUSE_AT=<step>, say so on stderr and block until killed.
-
-    Lets a test kill the import at a named step (PAUSE_STEPS) deterministically, with no timer:
-    it waits for the line `IMPORT_PAUSE_AT: paused at <step>` and then sends SIGKILL. Unset
-    (always, outside tests) it costs one environment lookup per step.
-    """
+    """Test hook: with IMPORT_PAUSE_AT=<step>, say so on stderr and block until killed."""
+    # A test kills the import at a named step with no timer: it waits for this line, then SIGKILLs.
     if os.environ.get(PAUSE_ENV) == step:
         sys.stderr.write(f"{PAUSE_ENV}: paused at {step}\n")
         sys.stderr.flush()

@@ -1,13 +1,4 @@
-"""Import the production model of the registry into the BentoML model store, in its fastest verified form.
-
-    python scripts/import_production.py [--alias production] [--form auto|linear|onnx|compiled|sklearn]
-
-The pipeline is converted into each served form in turn, fastest first (serving/forms/); the
-first whose answers on the run's held-out rows equal the registered model's `predict_proba`
-(identical labels, probabilities within 1e-6) is kept. The `sklearn` form, the pipeline
-itself, always qualifies. The Bento model is written in a staging folder beside the store and
-renamed into it in one step, so an import that fails or is killed leaves the store as it was.
-"""
+"""Import the registry's production model into the BentoML model store, in the fastest served form that answers as it does."""
 
 from __future__ import annotations
 
@@ -156,6 +147,7 @@ def import_production(*, alias: str | None = None, form: str = "auto",
                                     fallback_to_stage=not asked_for)
     tag = bento_tag(settings, production)
     store_root = model_store_path()
+    remove_stale_staging(store_root)
     try:
         bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
@@ -163,10 +155,8 @@ def import_production(*, alias: str | None = None, form: str = "auto",
     else:
         # Already in the store, perhaps from an import killed between publishing and `latest`:
         # finish that one's work, so `latest` is the production version either way.
-        remove_stale_staging(store_root)
         point_latest(store_root, tag)
         return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
-    remove_stale_staging(store_root)
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         work = Path(tmp)
         download_version(production, work)
@@ -184,25 +174,15 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
              settings: Settings, directory: Path) -> tuple[dict[str, str], dict]:
     """Labels (strings, for filtering) and metadata (lineage, metrics, names, hashes)."""
     dataset = run.data.params.get("dataset_name", "")
-    labels = {
-        "registered_model": production.name,
-        "registered_version": production.version,
-        "alias": alias,
-        "resolved_by": production.resolved_by.replace(" ", "-").lstrip("@"),
-        "run_id": production.run_id,
-        "dataset": dataset,
-        "served_form": check.form,
-    }
+    labels = {"registered_model": production.name, "registered_version": production.version, "alias": alias,
+              "resolved_by": production.resolved_by.replace(" ", "-").lstrip("@"), "run_id": production.run_id,
+              "dataset": dataset, "served_form": check.form}
     metadata = {
-        "registered_model": production.name,
-        "version": production.version,
-        "alias": alias,
-        "run_id": production.run_id,
-        "dataset": dataset,
+        "registered_model": production.name, "version": production.version, "alias": alias,
+        "run_id": production.run_id, "dataset": dataset,
         "metrics": {m: run.data.metrics[m] for m in METRICS if m in run.data.metrics},
         "params": dict(run.data.params),
-        "feature_names": schema.feature_names,
-        "class_names": list(schema.class_names),
+        "feature_names": schema.feature_names, "class_names": list(schema.class_names),
         "schema": schema.to_dict(),
         "served_form": check.form,
         "form_check": check.to_dict(),
@@ -219,13 +199,13 @@ def describe(production: ProductionVersion, *, run, schema: TableSchema, check: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command's options: which alias to import, and in which served form."""
-    parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python scripts/import_production.py", description=__doc__)
     parser.add_argument("--alias", default=None,
                         help="registry alias to import (default: production, falling back to the "
                              "Production stage; an alias given here must exist)")
     parser.add_argument("--form", choices=("auto", *FORMS), default="auto",
-                        help="served form: auto (the fastest that verifies, default) or one to insist on")
+                        help="served form: auto (default: the fastest whose answers equal the model's, same "
+                             "labels and probabilities within 1e-6; sklearn always does) or one to insist on")
     return parser.parse_args(argv)
 
 

@@ -6,6 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from release import ImportFailed
 from serving.forms import Unsupported, convert, load_predictor
 from serving.layout import MLFLOW_MODEL_DIR
@@ -30,13 +32,8 @@ class FormCheck:
 
 
 def probe_rows(rows: dict, schema: TableSchema) -> Table:
-    """The run's held-out rows, plus one row with every value missing and one of unseen text.
-
-    The two extra rows reach paths the held-out rows may miss: imputing every column, and
-    text the one-hot encoder never saw.
-    """
-    import numpy as np
-
+    """The run's held-out rows, plus one row with every value missing and one of unseen text."""
+    # The two extra rows reach paths the held-out rows may miss: imputing every column, unseen text.
     records = [dict(zip(rows["columns"], row)) for row in rows["data"]]
     records += [{}, {name: "\u2400 unseen" for name in schema.categorical}]
     numeric = [[np.nan if r.get(name) is None else r[name] for name in schema.numeric] for r in records]
@@ -48,8 +45,6 @@ def probe_rows(rows: dict, schema: TableSchema) -> Table:
 def choose_form(pipeline, schema: TableSchema, table: Table, *, directory: Path,
                 forms: tuple[str, ...]) -> FormCheck:
     """Save the first form, in the order given, that reproduces the pipeline on the table's rows."""
-    import numpy as np
-
     expected = np.asarray(pipeline.predict_proba(table.to_frame(schema)), dtype=np.float64)
     tried: dict[str, str] = {}
     for form in forms:
@@ -67,10 +62,9 @@ def choose_form(pipeline, schema: TableSchema, table: Table, *, directory: Path,
         diff = float(np.max(np.abs(answered - expected))) if answered.shape == expected.shape else float("inf")
         same_labels = answered.shape == expected.shape and \
             np.array_equal(answered.argmax(axis=1), expected.argmax(axis=1))
+        shutil.rmtree(trial)
         if same_labels and diff <= TOLERANCE:
-            shutil.rmtree(trial)
             candidate.save(directory)
             return FormCheck(form=form, rows=len(table), max_abs_diff=diff, tried=tried)
-        shutil.rmtree(trial)
         tried[form] = f"differs from the model: largest difference {diff:.3g}, labels {'equal' if same_labels else 'differ'}"
     raise ImportFailed(f"no served form reproduces the model ({'; '.join(f'{k}: {v}' for k, v in tried.items())})")
