@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -12,14 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from serving.forms import Predictor, load_predictor
+from serving.layout import FEATURE_STATS_FILE, ModelIntegrityError, verify_sha256
 from serving.monitoring import FeatureStats
 from serving.schema import Table, TableSchema
-
-FEATURE_STATS_FILE = "feature_stats.json"
-
-
-class ModelIntegrityError(RuntimeError):
-    """A model file does not match the sha256 recorded when it was imported."""
 
 
 @dataclass(frozen=True)
@@ -39,16 +33,6 @@ class LoadedModel:
     @property
     def feature_names(self) -> list[str]:
         return self.schema.feature_names
-
-
-def verify_sha256(directory: Path, expected: dict[str, str]) -> None:
-    """Raise ModelIntegrityError unless every file recorded at import still hashes to its value."""
-    if not expected:
-        raise ModelIntegrityError("no sha256 recorded for the model's files; re-import the model")
-    for name, digest in expected.items():
-        path = directory / name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            raise ModelIntegrityError(f"{name} does not match its sha256 recorded at import")
 
 
 # Test hook: SERVE_HOLD_LOAD=<directory> holds load_model until a test releases it (hold_load).

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.forms import RowByTable
+from serving.layout import MLFLOW_MODEL_DIR, read_mlmodel
 from serving.schema import Table, TableSchema
-
-MLFLOW_MODEL_DIR = "mlflow_model"
 
 
 @dataclass
@@ -35,11 +34,9 @@ class SklearnPredictor(RowByTable):
 def load(directory: Path, schema: TableSchema) -> SklearnPredictor:
     import skops.io
     import threadpoolctl
-    import yaml
 
-    model_dir = directory / MLFLOW_MODEL_DIR
-    flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
-    path = model_dir / flavor["pickled_model"]
+    flavor = read_mlmodel(directory)["flavors"]["sklearn"]
+    path = directory / MLFLOW_MODEL_DIR / flavor["pickled_model"]
     if flavor.get("serialization_format") != "skops":
         raise TypeError(f"{path.name} is not in skops format; refusing to unpickle it")
     # The file's sha256 was checked against the import's record before we got here.

@@ -80,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
     with pytest.MonkeyPatch.context() as monkeypatch:
         settings = use_store(monkeypatch, directory)
         home = use_bentoml_home(monkeypatch, directory / "bentoml")
-        from training.importer import import_production
+        from release.importer import import_production
         from training.promote import promote_best
 
         promote_best()

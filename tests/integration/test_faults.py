@@ -22,8 +22,9 @@ from tests.conftest import REPO_ROOT
 from tests.servers import fixed_page, running_http_server
 from tests.integration.test_import import _store_snapshot
 from training.experiments import main as experiments_main
-from training.importer import PAUSE_ENV, PAUSE_STEPS, STAGING_PREFIX, bento_tag, import_production
-from training.importer import main as import_main
+from release.bento_store import PAUSE_ENV, PAUSE_STEPS, STAGING_PREFIX
+from release.importer import bento_tag, import_production
+from release.importer import main as import_main
 from training.promote import promote_best
 
 pytestmark = pytest.mark.integration
@@ -160,7 +161,7 @@ def _serve_one_then_promote_another(settings) -> tuple:
     tag the other version will get)."""
     import bentoml
 
-    from training.importer import resolve_production
+    from release.importer import resolve_production
 
     client = mlflow.MlflowClient()
     name = settings.registered_model_name

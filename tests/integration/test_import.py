@@ -12,8 +12,9 @@ import pytest
 
 from tests.conftest import lr_grid
 from training.experiments import run_experiments
-from training.importer import ImportFailed, import_production
-from training.importer import main as import_main
+from release import ImportFailed
+from release.importer import import_production
+from release.importer import main as import_main
 from training.promote import promote_best
 
 pytestmark = pytest.mark.integration

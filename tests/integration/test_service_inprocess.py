@@ -10,7 +10,7 @@ import bentoml
 import pytest
 
 from serving.settings import get_settings
-from training.importer import import_production
+from release.importer import import_production
 from training.promote import promote_best
 
 pytestmark = pytest.mark.integration

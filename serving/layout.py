@@ -1,0 +1,49 @@
+"""The Bento model folder's layout: its file names, and the sha256 record the import writes and the service checks."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+# Files of the Bento model, relative to its folder; each served form adds its own (serving/forms/).
+MLFLOW_MODEL_DIR = "mlflow_model"
+SCALER_FILE = "scaler.skops"
+SCHEMA_FILE = "schema.json"
+FEATURE_STATS_FILE = "feature_stats.json"
+EVALUATION_ROWS_FILE = "evaluation_rows.json"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model file does not match the sha256 recorded when it was imported."""
+
+
+def read_mlmodel(directory: Path) -> dict:
+    """The MLmodel file of the MLflow model inside the Bento model folder."""
+    import yaml
+
+    return yaml.safe_load((directory / MLFLOW_MODEL_DIR / "MLmodel").read_text())
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in blocks so a large model is never held in memory whole."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_sha256(directory: Path) -> dict[str, str]:
+    """Every file under directory, by its path relative to it, with its sha256."""
+    return {str(p.relative_to(directory)): sha256_of(p)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def verify_sha256(directory: Path, expected: dict[str, str]) -> None:
+    """Raise ModelIntegrityError unless every file recorded at import still hashes to its value."""
+    if not expected:
+        raise ModelIntegrityError("no sha256 recorded for the model's files; re-import the model")
+    for name, digest in expected.items():
+        path = directory / name
+        if not path.is_file() or sha256_of(path) != digest:
+            raise ModelIntegrityError(f"{name} does not match its sha256 recorded at import")
