@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import distributed
 
+    from training.cli import configure_logging as configure_cli_logging
     from training.models import make_grid, parse_param
     from training.parallel import available_cores
-    from training.tracking import configure_cli_logging
 
     configure_cli_logging()
     logging.getLogger("training.experiments").setLevel(logging.WARNING)  # no line per point

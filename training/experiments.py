@@ -26,7 +26,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from serving.errors import one_line
 from serving.schema import CATEGORY, NUMBER, Feature, TableSchema
+from training.cli import configure_logging
 from training.config import (
     DATASETS,
     EVALUATION_ROWS_ARTIFACT,
@@ -55,13 +57,7 @@ from training.train import (
     plot_metric_grid,
     report_classification,
 )
-from training.tracking import (
-    TrackingUnavailable,
-    configure_cli_logging,
-    connect,
-    ensure_experiment,
-    one_line,
-)
+from training.tracking import TrackingUnavailable, connect, ensure_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +472,7 @@ def load_data(args: argparse.Namespace) -> Dataset:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    configure_cli_logging()
+    configure_logging()
     settings = get_settings()
     started = time.perf_counter()
     try:

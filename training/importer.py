@@ -35,9 +35,11 @@ from training.config import (
     Settings,
     get_settings,
 )
+from serving.errors import one_line
 from serving.forms import FORMS, Unsupported, convert, load_predictor
 from serving.schema import Table, TableSchema
-from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
+from training.cli import configure_logging as configure_cli_logging
+from training.tracking import TrackingUnavailable, connect
 
 logger = logging.getLogger(__name__)
 
