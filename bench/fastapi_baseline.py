@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from serving.forms.linear import LinearPredictor, from_pipeline
 from serving.schema import Table, TableSchema
-from training.tracking import configure_cli_logging
+from training.cli import configure_logging as configure_cli_logging
 
 logger = logging.getLogger(__name__)
 

@@ -56,8 +56,8 @@ from bench.servers import (
     stop_server,
     tree_rss_mb,
 )
+from training.cli import configure_logging as configure_cli_logging
 from training.models import DEFAULT_FAMILY, FAMILIES, make_grid, parse_param
-from training.tracking import configure_cli_logging
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ def timed_sweep(*, label: str, url: str, dataset: str, grid, jobs: int = 1,
                 cluster: str | None = None) -> tuple[float, dict[str, dict[str, float]]]:
     """Wall seconds of one sweep into an experiment of its own, and its metrics by grid point."""
     from training.config import get_settings
-    from training.experiments import run_experiments
+    from training.sweep import run_experiments
 
     os.environ["MLFLOW_TRACKING_URI"] = url
     os.environ["MLFLOW_EXPERIMENT_NAME"] = f"bench-sweep-{label}"
@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import distributed
 
+    from training.cli import configure_logging as configure_cli_logging
     from training.models import make_grid, parse_param
     from training.parallel import available_cores
-    from training.tracking import configure_cli_logging
 
     configure_cli_logging()
-    logging.getLogger("training.experiments").setLevel(logging.WARNING)  # no line per point
+    logging.getLogger("training.sweep").setLevel(logging.WARNING)  # no line per point
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     grid = make_grid(GRID_ARGS["models"], dict(parse_param(p) for p in GRID_ARGS["params"]))
     counts = {m: sum(p.model == m for p in grid) for m in GRID_ARGS["models"]}

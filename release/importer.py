@@ -23,7 +23,7 @@ from serving.schema import TableSchema
 from training.cli import configure_logging, run_command
 from training.config import (EVALUATION_ROWS_ARTIFACT, FEATURE_STATS_ARTIFACT, METRICS, SCALER_ARTIFACT,
                              SCHEMA_ARTIFACT, Settings, get_settings)
-from training.tracking import TrackingUnavailable, connect
+from training.tracking import connect
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
 
     def work() -> None:
-        try:
-            result = import_production(alias=args.alias, form=args.form)
-        except TrackingUnavailable as error:  # said as `error: <message>` until it is a CommandError
-            raise ImportFailed(str(error)) from None
+        result = import_production(alias=args.alias, form=args.form)
         verb = "imported" if result.created else "already imported"
         form = f", served form {result.form}" if result.form else ""
         logger.info("%s %s (%.1f s%s)", verb, result.tag, result.seconds, form)

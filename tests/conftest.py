@@ -118,7 +118,7 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("trained-template")
     with pytest.MonkeyPatch.context() as monkeypatch, mlflow_uris_restored():
         use_store(monkeypatch, directory)
-        from training.experiments import run_experiments
+        from training.sweep import run_experiments
 
         run_experiments(dataset_name="iris")
     get_settings.cache_clear()

@@ -18,6 +18,8 @@ import pandas as pd
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 
+from serving.errors import one_line
+from training.cli import CommandError
 from training.config import DATASETS
 
 _LOADERS = {
@@ -30,7 +32,7 @@ _READERS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}
 _MAX_LISTED_COLUMNS = 10
 
 
-class DataValidationError(ValueError):
+class DataValidationError(CommandError, ValueError):
     """The data is not fit to train on."""
 
 
@@ -213,7 +215,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise DataValidationError(f"cannot read {path}: {_one_line(exc)}") from exc
+        raise DataValidationError(f"cannot read {path}: {one_line(exc)}") from exc
 
 
 def _read_header(raw: bytes, *, kind: str, path: Path) -> list[str]:
@@ -256,7 +258,7 @@ def _reader_errors(path: Path, *, kind: str) -> Iterator[None]:
             f"cannot read {path.name} as {kind}: not UTF-8 text "
             f"(found byte {exc.object[exc.start]:#04x}); save it as UTF-8") from exc
     except Exception as exc:  # noqa: BLE001 - readers raise many types (parser, unicode, arrow, OS)
-        raise DataValidationError(f"cannot read {path.name} as {kind}: {_one_line(exc)}") from exc
+        raise DataValidationError(f"cannot read {path.name} as {kind}: {one_line(exc)}") from exc
 
 
 def _is_numeric(column: pd.Series) -> bool:
@@ -320,9 +322,3 @@ def _names(names: Sequence[str]) -> str:
     shown = ", ".join(repr(n) for n in names[:_MAX_LISTED_COLUMNS])
     extra = len(names) - _MAX_LISTED_COLUMNS
     return f"{shown}, ... ({extra} more)" if extra > 0 else shown
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message as one line (parsers put details on later lines)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

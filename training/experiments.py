@@ -16,380 +16,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from serving.schema import CATEGORY, NUMBER, Feature, TableSchema
-from training.config import (
-    DATASETS,
-    EVALUATION_ROWS_ARTIFACT,
-    FEATURE_STATS_ARTIFACT,
-    METRICS,
-    SCALER_ARTIFACT,
-    SCHEMA_ARTIFACT,
-    Settings,
-    get_settings,
-)
-from training.data import DataValidationError, Dataset, Split, load_dataset, load_table, split_dataset
-from training.models import (
-    DEFAULT_FAMILY,
-    FAMILIES,
-    SOLVER,
-    GridPoint,
-    format_value,
-    make_grid,
-    parse_param,
-)
-from training.train import (
-    compute_metrics,
-    describe_features,
-    fit_pipeline,
-    plot_confusion_matrix,
-    plot_metric_grid,
-    report_classification,
-)
-from training.tracking import (
-    TrackingUnavailable,
-    configure_cli_logging,
-    connect,
-    ensure_experiment,
-    one_line,
-)
+from training import promote
+from training.cli import configure_logging, run_command
+from training.config import DATASETS, get_settings
+from training.data import Dataset, load_dataset, load_table
+from training.models import DEFAULT_FAMILY, FAMILIES, make_grid, parse_param
+from training.runs import format_table
+from training.sweep import DEFAULT_RANDOM_STATE, DEFAULT_TEST_SIZE, SweepFailed, run_experiments
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TEST_SIZE = 0.2
-DEFAULT_RANDOM_STATE = 42
-
-
-# Tag of a child run trained by a worker: the registered version, set before the run ends.
-VERSION_TAG = "sweep.version"
-# pyplot keeps global state: a worker with several threads draws one figure at a time.
-_PYPLOT_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What one grid point produced."""
-
-    params: GridPoint
-    metrics: dict[str, float]
-    run_id: str
-    version: str
-
-
-@dataclass(frozen=True)
-class PointFailure:
-    """A grid point of a parallel sweep that did not finish: its run is marked FAILED."""
-
-    params: GridPoint
-    run_id: str
-    reason: str
-
-
-class SweepFailed(RuntimeError):
-    """Some grid points failed; the others are logged and registered.
-
-    `entries` holds a RunResult or a PointFailure for every grid point, in grid order.
-    """
-
-    def __init__(self, entries: list[RunResult | PointFailure]):
-        self.entries = entries
-        self.failures = [e for e in entries if isinstance(e, PointFailure)]
-        self.results = [e for e in entries if isinstance(e, RunResult)]
-        super().__init__(f"{len(self.failures)} of {len(entries)} grid points failed: "
-                         + "; ".join(f"{f.params.describe()}: {f.reason}" for f in self.failures))
-
-
-class SweepConfigError(ValueError):
-    """The sweep cannot run as asked (e.g. a cluster with a SQLite store); nothing was logged."""
-
-
-def run_experiments(
-    *,
-    dataset_name: str = "iris",
-    dataset: Dataset | None = None,
-    grid: list[GridPoint] | None = None,
-    test_size: float = DEFAULT_TEST_SIZE,
-    random_state: int = DEFAULT_RANDOM_STATE,
-    settings: Settings | None = None,
-    jobs: int = 1,
-    cluster: str | None = None,
-) -> list[RunResult]:
-    """Train and log one child run per grid point under one parent run; register every model.
-
-    `dataset` is a table loaded with training.data.load_table; without it the bundled
-    scikit-learn dataset `dataset_name` is used.
-
-    `jobs`: grid points trained at once, each in a worker process of this machine (0: one per
-    core; 1: one after the other in this process). `cluster`: the address of a Dask scheduler
-    whose workers train the points and log them to the tracking server (which must then be a
-    server, not a SQLite file). Whatever the mode, the results come back in grid order with the
-    same metrics; in parallel modes a failed point does not stop the others, and SweepFailed is
-    raised at the end (its run is marked FAILED).
-    """
-    import mlflow
-
-    from training import parallel
-
-    settings = settings or get_settings()
-    jobs = parallel.resolve_jobs(jobs, cluster=cluster)
-    if cluster is not None:
-        parallel.check_store_for_cluster(settings)
-    grid = grid or make_grid([DEFAULT_FAMILY])
-    dataset = dataset or load_dataset(dataset_name)
-    split = split_dataset(dataset, test_size=test_size, random_state=random_state)
-    connect(settings)
-    with parallel.open_workers(jobs=min(jobs, len(grid)), cluster=cluster, settings=settings) as workers:
-        mlflow.set_experiment(experiment_id=ensure_experiment(settings))
-        ensure_registered_model(settings.registered_model_name)
-        started = time.perf_counter()
-        with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:
-            mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "kind": "sweep"})
-            mlflow.log_params({"dataset_name": dataset.name, "data_sha256": dataset.sha256,
-                               "test_size": test_size, "random_state": random_state,
-                               "grid_size": len(grid),
-                               "models": ",".join(dict.fromkeys(p.model for p in grid))})
-            if workers is None:
-                entries: list[RunResult | PointFailure] = []
-                for index, point in enumerate(grid, start=1):
-                    result = log_run(point, dataset=dataset, split=split, test_size=test_size,
-                                     random_state=random_state, settings=settings)
-                    entries.append(result)
-                    log_progress(result, done=index, total=len(grid), started=started,
-                                 settings=settings)
-            else:
-                mlflow.set_tag("sweep.workers", workers.describe())
-                entries = workers.run(
-                    grid, parent_run_id=parent.info.run_id, dataset=dataset, split=split,
-                    test_size=test_size, random_state=random_state, settings=settings,
-                    on_done=lambda entry, done: log_progress(
-                        entry, done=done, total=len(grid), started=started, settings=settings))
-            results = [e for e in entries if isinstance(e, RunResult)]
-            if results:
-                log_sweep_summary(results)
-            logger.info("sweep run %s in experiment %s", parent.info.run_id, settings.experiment_name)
-            if len(results) < len(entries):
-                # Raised inside the parent run: it ends FAILED, like each failed child.
-                raise SweepFailed(entries)
-    return results
-
-
-def log_progress(entry: RunResult | PointFailure, *, done: int, total: int, started: float,
-                 settings: Settings) -> None:
-    """One line per finished grid point, in the order they finish."""
-    elapsed = time.perf_counter() - started
-    if isinstance(entry, PointFailure):
-        logger.info("run %d/%d  %s  FAILED: %s  [%s]", done, total, entry.params.describe(),
-                    entry.reason, progress(elapsed=elapsed, done=done, total=total))
-        return
-    logger.info(
-        "run %d/%d  %s  %s  -> %s v%s  [%s]", done, total, entry.params.describe(),
-        "  ".join(f"{k}={entry.metrics[k]:.4f}" for k in METRICS),
-        settings.registered_model_name, entry.version,
-        progress(elapsed=elapsed, done=done, total=total),
-    )
-
-
-def run_name_of(point: GridPoint, dataset_name: str) -> str:
-    """`iris-logistic_regression-C1-penaltyl2`: the child run's name."""
-    return "-".join([dataset_name, point.model, *(f"{k}{format_value(v)}" for k, v in point.params.items())])
-
-
-def log_run(
-    point: GridPoint,
-    *,
-    dataset: Dataset,
-    split: Split,
-    test_size: float,
-    random_state: int,
-    settings: Settings,
-    run_id: str | None = None,
-) -> RunResult:
-    """Fit one pipeline and log its params, metrics, artifacts and registered model.
-
-    Without `run_id`, a nested run of the active run is started; with it (a worker of a
-    parallel sweep), that run, created by the driver under the sweep's parent, is resumed.
-    """
-    import mlflow
-
-    run_name = run_name_of(point, dataset.name)
-    run_context = (mlflow.start_run(run_id=run_id) if run_id is not None
-                   else mlflow.start_run(run_name=run_name, nested=True))
-    with run_context as run:
-        pipeline = fit_pipeline(point, split, dataset=dataset, random_state=random_state)
-        y_pred = pipeline.predict(split.X_test)
-        metrics = compute_metrics(split.y_test, y_pred)
-        params = {"model": point.model, **point.params}
-        if point.model == "logistic_regression":
-            params["solver"] = SOLVER
-        mlflow.log_params({
-            **params, "dataset_name": dataset.name, "data_sha256": dataset.sha256,
-            "n_rows": len(dataset.y), "n_columns": dataset.X.shape[1],
-            "test_size": test_size, "random_state": random_state,
-            "n_train": len(split.y_train), "n_test": len(split.y_test),
-        })
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({"dataset": dataset.name, "data_sha256": dataset.sha256, "model": point.model})
-        log_evaluation_artifacts(pipeline, y_pred=y_pred, dataset=dataset, split=split, title=run_name)
-        version = log_and_register_model(pipeline, X_test=split.X_test, metrics=metrics,
-                                         point=point, dataset=dataset, settings=settings)
-        if run_id is not None:
-            mlflow.set_tag(VERSION_TAG, version)
-    return RunResult(params=point, metrics=metrics, run_id=run.info.run_id, version=version)
-
-
-def progress(*, elapsed: float, done: int, total: int) -> str:
-    """`12 s elapsed, about 30 s left`: the runs so far predict the rest."""
-    left = elapsed / done * (total - done)
-    return f"{elapsed:.0f} s elapsed" + (f", about {left:.0f} s left" if done < total else "")
-
-
-def ensure_registered_model(name: str) -> None:
-    """Create the registered model unless it exists (a concurrent sweep may create it first)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        try:
-            client.create_registered_model(name)
-        except MlflowException as error:
-            if "already exists" not in str(error).lower() and "ALREADY_EXISTS" not in error.error_code:
-                raise
-
-
-def table_schema(dataset: Dataset) -> TableSchema:
-    """The typed columns the model takes, with the categories seen in training."""
-    features = []
-    for name in dataset.feature_names:
-        if name in dataset.categorical_features:
-            seen = sorted(str(v) for v in dataset.X[name].dropna().unique())
-            features.append(Feature(name, CATEGORY, tuple(seen)))
-        else:
-            features.append(Feature(name, NUMBER))
-    return TableSchema(features=tuple(features), class_names=tuple(dataset.class_names))
-
-
-def evaluation_rows(X_test: pd.DataFrame) -> dict:
-    """The held-out rows as JSON (missing values as null): the import checks served forms on them."""
-    values = X_test.astype(object).where(pd.notna(X_test), None)
-    return {"columns": list(X_test.columns), "data": values.to_numpy().tolist()}
-
-
-def log_evaluation_artifacts(
-    pipeline,
-    *,
-    y_pred: np.ndarray,
-    dataset: Dataset,
-    split: Split,
-    title: str,
-) -> None:
-    """Confusion matrix, classification report, preprocessing, schema, statistics, evaluation rows."""
-    import mlflow
-    import skops.io
-
-    with _PYPLOT_LOCK:
-        figure = plot_confusion_matrix(split.y_test, y_pred, dataset.class_names, title=title)
-        mlflow.log_figure(figure, "confusion_matrix.png")
-        plt.close(figure)
-    report_text, report_dict = report_classification(split.y_test, y_pred, dataset.class_names)
-    mlflow.log_text(report_text, "classification_report.txt")
-    mlflow.log_dict(report_dict, "classification_report.json")
-    mlflow.log_dict(table_schema(dataset).to_dict(), SCHEMA_ARTIFACT)
-    mlflow.log_dict(describe_features(split.X_train, dataset.numeric_features), FEATURE_STATS_ARTIFACT)
-    mlflow.log_dict(evaluation_rows(split.X_test), EVALUATION_ROWS_ARTIFACT)
-    # The fitted preprocessing (imputers, scaler, encoder) on its own, as before the scaler.
-    with tempfile.TemporaryDirectory() as tmp:
-        scaler_path = Path(tmp) / Path(SCALER_ARTIFACT).name
-        skops.io.dump(pipeline.named_steps["preprocess"], scaler_path)
-        mlflow.log_artifact(str(scaler_path), artifact_path=str(Path(SCALER_ARTIFACT).parent))
-
-
-def log_and_register_model(
-    pipeline,
-    *,
-    X_test: pd.DataFrame,
-    metrics: dict[str, float],
-    point: GridPoint,
-    dataset: Dataset,
-    settings: Settings,
-) -> str:
-    """Log the whole pipeline as the model, register it and describe the new version."""
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-
-    complete = X_test.dropna()  # an example with every column filled shows each column's type
-    X_example = (complete if len(complete) >= 2 else X_test).iloc[:2]
-    signature = infer_signature(X_example, pipeline.predict(X_example))
-    info = mlflow.sklearn.log_model(
-        pipeline,
-        name="model",
-        signature=signature,
-        input_example=X_example,
-        # Given explicitly: inferring them costs seconds per run.
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        # The types of the pipeline we just built (the one-hot encoder's dtype, for one):
-        # whoever loads the model can then do so without trusting anything more.
-        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
-    )
-    # Registered through the client rather than log_model(registered_model_name=...), which
-    # prints two lines per version to stderr that nothing can silence.
-    client = mlflow.MlflowClient()
-    version = str(client.create_model_version(
-        settings.registered_model_name, source=info.model_uri, run_id=info.run_id,
-        model_id=info.model_id).version)
-    settings_text = ", ".join(f"{k}={format_value(v)}" for k, v in point.params.items())
-    client.update_model_version(
-        settings.registered_model_name, version,
-        description=(f"{FAMILIES[point.model].label} ({settings_text}) with imputation, scaling and "
-                     f"one-hot encoding on {dataset.name}; macro F1 {metrics['f1']:.4f} on the "
-                     f"held-out split."),
-    )
-    tags = {"dataset": dataset.name, "data_sha256": dataset.sha256, "model": point.model}
-    tags.update({k: format_value(v) for k, v in point.params.items()})
-    tags.update({metric: f"{value:.6f}" for metric, value in metrics.items()})
-    for key, value in tags.items():
-        client.set_model_version_tag(settings.registered_model_name, version, key, value)
-    return version
-
-
-def log_sweep_summary(results: list[RunResult]) -> None:
-    """Log the comparison plot and table on the parent run."""
-    import mlflow
-
-    pairs = [(r.params, r.metrics) for r in results]
-    for metric in ("f1", "accuracy"):
-        figure = plot_metric_grid(pairs, metric=metric)
-        mlflow.log_figure(figure, f"comparison_{metric}.png")
-        plt.close(figure)
-    mlflow.log_text(format_table(results), "comparison.txt")
-    best = max(results, key=lambda r: r.metrics["f1"])
-    mlflow.log_metrics({f"best_{k}": v for k, v in best.metrics.items()})
-
-
-def format_table(entries: list[RunResult | PointFailure]) -> str:
-    """A fixed-width table of the sweep, one row per grid point in the order given (grid order)."""
-    width = max([len("model")] + [len(e.params.describe()) for e in entries])
-    header = f"{'version':>7}  {'model':<{width}}  " + "  ".join(f"{m:>9}" for m in METRICS)
-    rows = [
-        f"{'FAILED':>7}  {e.params.describe():<{width}}  " + "  ".join(f"{'-':>9}" for _ in METRICS)
-        if isinstance(e, PointFailure) else
-        f"{e.version:>7}  {e.params.describe():<{width}}  "
-        + "  ".join(f"{e.metrics[m]:>9.4f}" for m in METRICS)
-        for e in entries
-    ]
-    return "\n".join([header, *rows])
 
 
 def _jobs(text: str) -> int:
@@ -473,10 +113,8 @@ def load_data(args: argparse.Namespace) -> Dataset:
     return load_dataset(args.dataset or "iris")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    args = parse_args(argv)
-    configure_cli_logging()
+def train_sweep(args: argparse.Namespace) -> int:
+    """Run the sweep the command line asks for and print its table; the exit code."""
     settings = get_settings()
     started = time.perf_counter()
     try:
@@ -490,30 +128,24 @@ def main(argv: list[str] | None = None) -> int:
             cluster=args.cluster,
         )
     except SweepFailed as error:
+        # Not one line: the table shows what did finish, then every failed point gets its line.
         logger.info("\n%s", format_table(error.entries))
         logger.error("error: %d of %d grid points failed (their runs are marked FAILED; the other %d "
                      "are registered):", len(error.failures), len(error.entries), len(error.results))
         for failure in error.failures:
             logger.error("  %s (run %s): %s", failure.params.describe(), failure.run_id, failure.reason)
         return 1
-    except (TrackingUnavailable, DataValidationError, SweepConfigError) as error:
-        logger.error("error: %s", one_line(error))
-        return 1
-    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
-        logger.error("error: training failed: %s", one_line(error))
-        return 1
     logger.info("\n%s\n%d runs in %.1f s (tracking store: %s)", format_table(results),
                 len(results), time.perf_counter() - started, settings.tracking_uri)
-    if args.promote:
-        from training import promote
+    return promote.main([]) if args.promote else 0
 
-        return promote.main([])
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    args = parse_args(argv)
+    configure_logging()
+    return run_command(lambda: train_sweep(args), failure="training failed")
 
 
 if __name__ == "__main__":
-    # Run as training.experiments, not as __main__: the results that workers send back are
-    # training.experiments' classes, and isinstance must recognise them.
-    from training.experiments import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())

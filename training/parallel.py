@@ -33,15 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
+from serving.errors import one_line
+from training.cli import CommandError
 from training.config import METRICS, Settings
+from training.data import Dataset, Split
 from training.models import GridPoint
-
-if TYPE_CHECKING:
-    from training.data import Dataset, Split
-    from training.experiments import PointFailure, RunResult
+from training.runs import VERSION_TAG, PointFailure, RunResult, log_run, run_name_of
+from training.tracking import connect
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ WORKER_TAG = "sweep.worker"
 SAME_VERSIONS = ("scikit-learn", "numpy", "scipy", "pandas", "mlflow", "skops")
 # Lost futures of Dask are CancelledError, which asyncio makes a BaseException.
 _TASK_ERRORS = (Exception, asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
+class SweepConfigError(CommandError, ValueError):
+    """The sweep cannot run as asked (e.g. a cluster with a SQLite store); nothing was logged."""
 
 
 def available_cores() -> int:
@@ -63,8 +68,6 @@ def available_cores() -> int:
 
 def resolve_jobs(jobs: int, *, cluster: str | None) -> int:
     """`jobs` as a number of worker processes: 0 means one per core."""
-    from training.experiments import SweepConfigError
-
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
         raise SweepConfigError(f"jobs must be a whole number >= 0 (0: one per core), not {jobs!r}")
     if cluster is not None and jobs != 1:
@@ -75,8 +78,6 @@ def resolve_jobs(jobs: int, *, cluster: str | None) -> int:
 
 def check_store_for_cluster(settings: Settings) -> None:
     """A cluster's workers log themselves: they need a tracking server, not a file of this machine."""
-    from training.experiments import SweepConfigError
-
     if not settings.is_remote:
         raise SweepConfigError(
             f"--cluster cannot log to {settings.tracking_uri}: workers on other machines cannot "
@@ -136,9 +137,6 @@ def train_point(task: PointTask, context: SweepContext) -> RunResult:
     """Train, log and register one grid point into its run; runs on a worker."""
     import mlflow
 
-    from training import experiments
-    from training.tracking import connect
-
     settings = context.settings()
     quiet_worker()
     connect(settings)
@@ -148,15 +146,15 @@ def train_point(task: PointTask, context: SweepContext) -> RunResult:
     if earlier is not None:
         # Dask retries a task whose worker died. Training it again would log into a half-written
         # run and could register a second version: give up, unless it got to the end.
-        registered = run.data.tags.get(experiments.VERSION_TAG)
+        registered = run.data.tags.get(VERSION_TAG)
         if run.info.status == "FINISHED" and registered:
-            return experiments.RunResult(params=task.point, run_id=task.run_id, version=registered,
-                                         metrics={k: run.data.metrics[k] for k in METRICS})
+            return RunResult(params=task.point, run_id=task.run_id, version=registered,
+                             metrics={k: run.data.metrics[k] for k in METRICS})
         raise PointLost(f"its worker ({earlier}) died while training it")
     client.set_tag(task.run_id, WORKER_TAG, f"{socket.gethostname()}:{os.getpid()}")
-    return experiments.log_run(task.point, dataset=context.dataset, split=context.split,
-                               test_size=context.test_size, random_state=context.random_state,
-                               settings=settings, run_id=task.run_id)
+    return log_run(task.point, dataset=context.dataset, split=context.split,
+                   test_size=context.test_size, random_state=context.random_state,
+                   settings=settings, run_id=task.run_id)
 
 
 def worker_environment(tracking_uri: str, connect_timeout: float) -> dict[str, Any]:
@@ -168,10 +166,6 @@ def worker_environment(tracking_uri: str, connect_timeout: float) -> dict[str, A
     import mlflow
     import mlflow.sklearn  # noqa: F401
 
-    import training.experiments  # noqa: F401
-    from training.config import Settings
-    from training.tracking import connect
-
     quiet_worker()
     versions = {name: _version_or_none(name) for name in SAME_VERSIONS}
     unreachable = None
@@ -179,7 +173,7 @@ def worker_environment(tracking_uri: str, connect_timeout: float) -> dict[str, A
         connect(Settings.model_construct(tracking_uri=tracking_uri, connect_timeout=connect_timeout))
         mlflow.MlflowClient().search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - reported to the driver as one line
-        unreachable = f"cannot use the tracking store {tracking_uri}: {one_line_of(error)}"
+        unreachable = f"cannot use the tracking store {tracking_uri}: {one_line(error)}"
     return {"python": platform.python_version_tuple()[:2], "versions": versions,
             "host": socket.gethostname(), "unreachable": unreachable}
 
@@ -201,8 +195,6 @@ class Workers:
 
     def check(self, settings: Settings) -> None:
         """Every worker has this project, the driver's package versions and the tracking store."""
-        from training.experiments import SweepConfigError
-
         here = {"python": platform.python_version_tuple()[:2],
                 "versions": {name: _version_or_none(name) for name in SAME_VERSIONS}}
         uri = absolute_tracking_uri(settings.tracking_uri)
@@ -210,7 +202,7 @@ class Workers:
             answers = self.client.run(worker_environment, uri, settings.connect_timeout)
         except Exception as error:  # noqa: BLE001 - e.g. `training` is not importable there
             raise SweepConfigError(
-                f"the Dask workers cannot run this project's code ({one_line_of(error)}): install it "
+                f"the Dask workers cannot run this project's code ({one_line(error)}): install it "
                 "there too (pip install -e . with the same pinned versions)") from error
         for address, there in sorted(answers.items()):
             if there["unreachable"]:
@@ -240,8 +232,6 @@ class Workers:
         """Train every point on the workers; one entry per point, in grid order."""
         import mlflow
         from distributed import as_completed
-
-        from training.experiments import PointFailure, run_name_of
 
         client = mlflow.MlflowClient()
         experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -306,7 +296,7 @@ def mark_failed(client, run_id: str, *, status: str = "FAILED") -> None:
         if client.get_run(run_id).info.status != "FINISHED":
             client.set_terminated(run_id, status)
     except Exception as error:  # noqa: BLE001 - reported, and the sweep reports the point anyway
-        logger.warning("could not mark run %s %s: %s", run_id, status, one_line_of(error))
+        logger.warning("could not mark run %s %s: %s", run_id, status, one_line(error))
 
 
 def describe_failure(error: BaseException) -> str:
@@ -315,15 +305,10 @@ def describe_failure(error: BaseException) -> str:
     if name == "KilledWorker":
         return "its worker died while training it (Dask gave up after retries)"
     if isinstance(error, (asyncio.CancelledError, concurrent.futures.CancelledError)):
-        return f"lost: the scheduler cancelled it ({one_line_of(error)})"
+        return f"lost: the scheduler cancelled it ({one_line(error)})"
     if isinstance(error, PointLost):
         return str(error)
-    return f"{name}: {one_line_of(error)}"
-
-
-def one_line_of(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    return f"{name}: {one_line(error)}"
 
 
 def quiet_worker() -> None:
@@ -336,8 +321,6 @@ def quiet_worker() -> None:
 @contextmanager
 def open_workers(*, jobs: int, cluster: str | None, settings: Settings) -> Iterator[Workers | None]:
     """None for a sequential sweep; else a checked Dask client, closed (its cluster too) on exit."""
-    from training.experiments import SweepConfigError
-
     if cluster is None and jobs <= 1:
         yield None
         return
@@ -352,7 +335,7 @@ def open_workers(*, jobs: int, cluster: str | None, settings: Settings) -> Itera
         try:
             client = distributed.Client(cluster, timeout=settings.connect_timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as error:
-            raise SweepConfigError(f"cannot reach the Dask scheduler {cluster}: {one_line_of(error)}") from error
+            raise SweepConfigError(f"cannot reach the Dask scheduler {cluster}: {one_line(error)}") from error
         try:
             try:
                 client.wait_for_workers(1, timeout=settings.connect_timeout)

@@ -24,8 +24,9 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from training.cli import CommandError, configure_logging, run_command
 from training.config import METRICS, SCHEMA_ARTIFACT, Settings, get_settings
-from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
+from training.tracking import connect
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,15 @@ PRODUCTION_STAGE = "Production"
 EXIT_REFUSED = 3  # 2 is argparse's usage error
 
 
-class PromotionError(RuntimeError):
+class PromotionError(CommandError):
     """Nothing can be promoted (no versions, no metric)."""
 
 
 class PromotionRefused(PromotionError):
     """The best candidate does not reach the required score."""
+
+    exit_code = EXIT_REFUSED
+    prefix = ""  # the message starts with "refused: "
 
 
 @dataclass(frozen=True)
@@ -224,24 +228,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def promote_and_report(args: argparse.Namespace) -> None:
+    """Apply the promotion rule as the command line asks and say what was decided."""
+    result = promote_best(metric=args.metric, dataset=args.dataset, min_score=args.min_score,
+                          force=args.force, allow_schema_change=args.allow_schema_change)
+    logger.info("%s", result.message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     args = parse_args(argv)
-    configure_cli_logging()
-    try:
-        result = promote_best(metric=args.metric, dataset=args.dataset, min_score=args.min_score,
-                              force=args.force, allow_schema_change=args.allow_schema_change)
-    except PromotionRefused as error:
-        logger.error("%s", one_line(error))
-        return EXIT_REFUSED
-    except (PromotionError, TrackingUnavailable) as error:
-        logger.error("error: %s", one_line(error))
-        return 1
-    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
-        logger.error("error: promotion failed: %s", one_line(error))
-        return 1
-    logger.info("%s", result.message)
-    return 0
+    configure_logging()
+    return run_command(lambda: promote_and_report(args), failure="promotion failed")
 
 
 if __name__ == "__main__":

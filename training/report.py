@@ -18,15 +18,16 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from training.cli import CommandError, configure_logging, run_command
 from training.config import METRICS, PROJECT_ROOT, Settings, get_settings
-from training.tracking import TrackingUnavailable, configure_cli_logging, connect, one_line
+from training.tracking import connect
 
 logger = logging.getLogger(__name__)
 
 REPORT_ARTIFACT = "sweep_report.png"
 
 
-class ReportError(RuntimeError):
+class ReportError(CommandError):
     """There is no sweep to report on."""
 
 
@@ -112,17 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "reports" / REPORT_ARTIFACT)
     parser.add_argument("--metric", choices=METRICS, default="f1")
     args = parser.parse_args(argv)
-    configure_cli_logging()
-    try:
-        path = write_report(output=args.output, metric=args.metric)
-    except (ReportError, TrackingUnavailable) as error:
-        logger.error("error: %s", one_line(error))
-        return 1
-    except Exception as error:  # noqa: BLE001 - a CLI answers in one line, never a traceback
-        logger.error("error: report failed: %s", one_line(error))
-        return 1
-    logger.info("wrote %s and logged it to the sweep run", path)
-    return 0
+    configure_logging()
+    return run_command(lambda: logger.info("wrote %s and logged it to the sweep run",
+                                           write_report(output=args.output, metric=args.metric)),
+                       failure="report failed")
 
 
 if __name__ == "__main__":

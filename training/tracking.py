@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import urllib.error
 import urllib.request
 
+from training.cli import CommandError
 from training.config import Settings
 
-logger = logging.getLogger(__name__)
 
-
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(CommandError):
     """The tracking server cannot be reached."""
 
 
@@ -68,17 +65,3 @@ def ensure_experiment(settings: Settings) -> str:
         artifact_root.mkdir(parents=True, exist_ok=True)
         location = artifact_root.resolve().as_uri()
     return mlflow.create_experiment(settings.experiment_name, artifact_location=location)
-
-
-def configure_cli_logging() -> None:
-    """Plain lines on stdout for the commands; MLflow's own chatter only from warnings up."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    # MLflow sets its own loggers' level when it is first imported, which may come later.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error message, for a CLI that must not print tracebacks."""
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

@@ -20,8 +20,8 @@ from tests.servers import forget_mlflow_uris
 from training.config import get_settings
 from training.data import load_dataset, split_dataset
 from tests.conftest import lr_grid
-from training.experiments import run_experiments
 from training.promote import promote_best
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.container
 

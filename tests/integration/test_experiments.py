@@ -9,8 +9,8 @@ import pytest
 
 from training.config import METRICS, get_settings
 from training.experiments import main as experiments_main
-from training.experiments import run_experiments
 from training.models import make_grid
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.integration
 

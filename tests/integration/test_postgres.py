@@ -25,9 +25,9 @@ import pytest
 from tests.conftest import REPO_ROOT, free_port
 from tests.servers import forget_mlflow_uris, start_mlflow_server, stop_process_group
 from training.config import METRICS, get_settings
-from training.experiments import run_experiments
 from training.promote import main as promote_main
 from training.promote import promote_best
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.integration
 

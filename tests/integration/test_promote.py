@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT, free_port
 from tests.conftest import lr_grid
-from training.experiments import run_experiments
 from training.promote import main as promote_main
 from training.promote import promote_best
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import lr_grid
-from training.experiments import run_experiments
 from training.report import REPORT_ARTIFACT
 from training.report import main as report_main
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 
 from training.config import METRICS, get_settings
 from training.experiments import main as experiments_main
-from training.experiments import run_experiments
 from training.models import make_grid
+from training.sweep import run_experiments
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def point_of(run) -> str:
 
 
 def mlflow_run_name(point) -> str:
-    from training.experiments import run_name_of
+    from training.runs import run_name_of
 
     return run_name_of(point, "iris")
 
@@ -167,9 +167,9 @@ class DieBeforeRegistering(distributed.WorkerPlugin):
         self.point = point
 
     def setup(self, worker):
-        from training import experiments
+        from training import runs
 
-        register = experiments.log_and_register_model
+        register = runs.log_and_register_model
         doomed = self.point
 
         def log_and_register_model(pipeline, *, point, **kwargs):
@@ -177,7 +177,7 @@ class DieBeforeRegistering(distributed.WorkerPlugin):
                 os._exit(13)
             return register(pipeline, point=point, **kwargs)
 
-        experiments.log_and_register_model = log_and_register_model
+        runs.log_and_register_model = log_and_register_model
 
 
 def test_a_worker_that_dies_fails_its_point_only(tracking_server, dask_cluster, sequential_metrics, capsys):

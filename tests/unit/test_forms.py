@@ -18,8 +18,8 @@ from serving.forms import FORMS, Unsupported, convert, load_predictor
 from serving.forms.encoder import Encoder
 from serving.schema import Table, TableSchema
 from training.data import Dataset, Split, load_dataset, split_dataset
-from training.experiments import table_schema
 from training.models import FAMILIES, MISSING_CATEGORY, GridPoint, build_pipeline, make_grid
+from training.runs import table_schema
 from training.train import fit_pipeline
 
 pytestmark = pytest.mark.unit
