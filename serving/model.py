@@ -40,12 +40,7 @@ HOLD_ENV = "SERVE_HOLD_LOAD"
 
 
 def hold_load() -> None:
-    """Test hook: with SERVE_HOLD_LOAD=<dir>, create <dir>/holding, then wait for <dir>/release.
-
-    Lets a test send requests while the worker is loading the model, with no timer: it waits for
-    `holding`, sends them, then creates `release`. Unset (always, outside tests) it costs one
-    environment lookup at start-up.
-    """
+    """Test hook: with SERVE_HOLD_LOAD=<dir>, create <dir>/holding, then wait for <dir>/release (no timer)."""
     directory = os.environ.get(HOLD_ENV)
     if not directory:
         return

@@ -78,17 +78,6 @@ class Table:
         """All-numeric rows, as `{"features": [[...]]}` sends them."""
         return cls(numeric=X, categorical=np.empty((X.shape[0], 0), dtype=object))
 
-    @classmethod
-    def from_frame(cls, frame, schema: TableSchema) -> Table:
-        """Rows of a pandas DataFrame holding the schema's columns (others are ignored)."""
-        import pandas as pd
-
-        numeric = frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan) \
-            if schema.numeric else np.empty((len(frame), 0))
-        text = frame[schema.categorical].astype(object)
-        categorical = text.where(pd.notna(text), None).to_numpy(dtype=object)
-        return cls(numeric=np.ascontiguousarray(numeric), categorical=categorical)
-
     def to_frame(self, schema: TableSchema):
         """A DataFrame with the schema's columns in training order: what the sklearn pipeline takes."""
         import pandas as pd

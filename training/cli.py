@@ -28,10 +28,7 @@ def configure_logging() -> None:
 
 
 def run_command(work: Callable[[], int | None], *, failure: str) -> int:
-    """work()'s exit code (None: 0); a failure as one line, never a traceback.
-
-    failure names what failed, for errors the command did not expect ("import failed: ...").
-    """
+    """work()'s exit code (None: 0); a failure as one line, never a traceback ("<failure>: ..." if unexpected)."""
     try:
         return work() or 0
     except CommandError as error:

@@ -1,10 +1,4 @@
-"""The model families a sweep can train, their default grids, and the pipeline around them.
-
-Every family gets the same preprocessing, fitted on the training rows only, so the logged
-pipeline alone predicts from the raw columns:
-numeric columns -> median imputer -> StandardScaler; text columns -> constant imputer ->
-one-hot encoder that ignores categories it never saw.
-"""
+"""The model families a sweep can train, their default grids, and the one preprocessing every family gets."""
 
 from __future__ import annotations
 

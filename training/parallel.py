@@ -1,24 +1,9 @@
-"""Train the grid points of a sweep in parallel: worker processes here, or a Dask cluster.
+"""Train a sweep's grid points on Dask workers: a private LocalCluster (--jobs N) or a scheduler (--cluster)."""
 
-Both modes use Dask's distributed scheduler: `--jobs N` starts a private `LocalCluster` of N
-single-threaded worker processes on 127.0.0.1 for the length of the sweep; `--cluster ADDRESS`
-connects to a scheduler someone started (`dask scheduler`, `dask worker ADDRESS --nthreads 1`
-on each machine). Dask rather than Ray: pure-Python wheels on every Python this project
-supports, no daemon of its own to install or run for `--jobs`, a scheduler and workers that are
-two plain commands for `--cluster`, and it survives a lost worker (its tasks go to the others).
-
-How a point is trained:
-- the driver (this process) creates the point's child run under the sweep's parent run, in
-  grid order, with status SCHEDULED, and sends the dataset to the workers once;
-- a worker resumes that run (`mlflow.start_run(run_id=...)`), tags it with where it runs,
-  fits, logs, registers, and sets the version tag, all against the tracking store itself;
-- a worker that dies takes its point with it: Dask gives the task to another worker, which
-  sees the run already started (its worker tag) and gives up instead of training it twice
-  (and registering a second version); a point that fails in any way is reported back, and the
-  driver marks its run FAILED. The other points carry on.
-Training is deterministic (fixed random_state, same split on the driver), so every mode gives
-the same metrics; results are put back in grid order.
-"""
+# The driver creates each point's child run (SCHEDULED) in grid order and sends the data once; a
+# worker resumes that run, fits, logs and registers. A task Dask retries on another worker after
+# a death finds its run started (the worker tag) and gives up rather than register it twice; a
+# failed point's run is marked FAILED and the others go on (README "Sweeps").
 
 from __future__ import annotations
 
@@ -158,11 +143,7 @@ def train_point(task: PointTask, context: SweepContext) -> RunResult:
 
 
 def worker_environment(tracking_uri: str, connect_timeout: float) -> dict[str, Any]:
-    """What a worker has: package versions, and whether it reads the tracking store.
-
-    Importing what training needs checks that the project is installed on the worker; reading
-    the store opens it in this process: the first point then starts as quickly as the others.
-    """
+    """What a worker has: package versions, and whether it reads the tracking store (opened here, once)."""
     import mlflow
     import mlflow.sklearn  # noqa: F401
 

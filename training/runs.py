@@ -1,8 +1,4 @@
-"""One grid point's run in MLflow: fit, log, register; and what the sweep's runs are logged with.
-
-The serving schema and the held-out evaluation rows are derived here from the training table,
-and logged beside each model for the import to check the served forms against.
-"""
+"""One grid point's run in MLflow: fit, log, register, with the serving schema and held-out rows the import checks."""
 
 from __future__ import annotations
 
@@ -71,11 +67,7 @@ def log_run(
     settings: Settings,
     run_id: str | None = None,
 ) -> RunResult:
-    """Fit one pipeline and log its params, metrics, artifacts and registered model.
-
-    Without `run_id`, a nested run of the active run is started; with it (a worker of a
-    parallel sweep), that run, created by the driver under the sweep's parent, is resumed.
-    """
+    """Fit one pipeline and log it all; in a nested run, or in run_id (a parallel worker's, made by the driver)."""
     import mlflow
 
     run_name = run_name_of(point, dataset.name)

@@ -1,7 +1,4 @@
-"""A sweep: one parent run in MLflow, one child run and registered version per grid point.
-
-The points run one after the other in this process, or on Dask workers (training/parallel.py).
-"""
+"""A sweep: one parent run in MLflow, one child run and registered version per grid point, here or on Dask."""
 
 from __future__ import annotations
 
@@ -22,10 +19,7 @@ DEFAULT_RANDOM_STATE = 42
 
 
 class SweepFailed(RuntimeError):
-    """Some grid points failed; the others are logged and registered.
-
-    `entries` holds a RunResult or a PointFailure for every grid point, in grid order.
-    """
+    """Some grid points failed; the others are logged and registered (entries: one per point, in grid order)."""
 
     def __init__(self, entries: list[RunResult | PointFailure]):
         self.entries = entries
@@ -46,18 +40,10 @@ def run_experiments(
     jobs: int = 1,
     cluster: str | None = None,
 ) -> list[RunResult]:
-    """Train and log one child run per grid point under one parent run; register every model.
-
-    `dataset` is a table loaded with training.data.load_table; without it the bundled
-    scikit-learn dataset `dataset_name` is used.
-
-    `jobs`: grid points trained at once, each in a worker process of this machine (0: one per
-    core; 1: one after the other in this process). `cluster`: the address of a Dask scheduler
-    whose workers train the points and log them to the tracking server (which must then be a
-    server, not a SQLite file). Whatever the mode, the results come back in grid order with the
-    same metrics; in parallel modes a failed point does not stop the others, and SweepFailed is
-    raised at the end (its run is marked FAILED).
-    """
+    """One child run per grid point under one parent run, every model registered; results in grid order."""
+    # dataset: a table (load_table), else the bundled dataset_name. jobs: points at once in local
+    # workers (0: one per core, 1: here); cluster: a Dask scheduler whose workers log to the
+    # tracking server. In parallel a failed point stops no other: SweepFailed comes at the end.
     import mlflow
 
     settings = settings or get_settings()

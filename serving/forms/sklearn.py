@@ -1,8 +1,4 @@
-"""The registered pipeline itself: exact for every model, and the slowest form.
-
-It is read from the MLflow model folder inside the Bento model with skops (no pickle), after
-the service has checked the file's sha256 against the one recorded at import.
-"""
+"""The registered pipeline itself, read with skops (no pickle) once its sha256 is checked: exact, and the slowest."""
 
 from __future__ import annotations
 

@@ -172,10 +172,3 @@ class AnswerWriter:
             pieces[2 + 2 * k::width] = [self._separators[k]] * rows
         predictions = b"".join(pieces)[:-1]  # less the last row's comma
         return b'{"predictions":[' + predictions + self._tail
-
-
-def format_predictions(
-    probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str], model: dict[str, str]
-) -> bytes:
-    """The JSON answer of AnswerWriter, for a model whose writer is not at hand."""
-    return AnswerWriter(class_names=class_names, model=model).write(probabilities, predicted)

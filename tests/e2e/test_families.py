@@ -17,7 +17,7 @@ from tests.e2e.conftest import start_server
 from tests.e2e.test_serve import _rejected_by_reason
 from tests.servers import stop_process_group
 from training.data import load_dataset, load_table, split_dataset
-from training.experiments import run_experiments
+from training.sweep import run_experiments
 from release.importer import import_production
 from training.models import make_grid
 from training.promote import promote_best

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from tests.conftest import lr_grid
-from training.experiments import run_experiments
+from training.sweep import run_experiments
 from release import ImportFailed
 from release.importer import import_production
 from release.importer import main as import_main

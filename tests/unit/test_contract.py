@@ -14,13 +14,19 @@ import serving.protocols.native_codec
 from serving.core import MAX_ABS_FEATURE
 from serving.errors import RequestError
 from serving.protocols.mlflow_scoring import parse_mlflow_request
-from serving.protocols.native_codec import AnswerWriter, PredictRequestReader, format_predictions
+from serving.protocols.native_codec import AnswerWriter, PredictRequestReader
 from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
 
 pytestmark = pytest.mark.unit
 
 # `features` bodies: rows of numbers, for a model whose columns are all numbers
 NUMERIC = TableSchema(features=(Feature("x", NUMBER), Feature("y", NUMBER)), class_names=("a", "b"))
+
+
+def format_predictions(probabilities: np.ndarray, predicted: np.ndarray, *, class_names: list[str],
+                       model: dict[str, str]) -> bytes:
+    """The /predict answer AnswerWriter writes for these class names and model."""
+    return AnswerWriter(class_names=class_names, model=model).write(probabilities, predicted)
 
 
 def parse(body: bytes, max_rows: int = 3) -> np.ndarray:

@@ -24,6 +24,15 @@ from training.train import fit_pipeline
 
 pytestmark = pytest.mark.unit
 
+
+def table_from_frame(frame, schema: TableSchema) -> Table:
+    """Rows of a pandas DataFrame holding the schema's columns (others are ignored)."""
+    numeric = frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan) \
+        if schema.numeric else np.empty((len(frame), 0))
+    text = frame[schema.categorical].astype(object)
+    categorical = text.where(pd.notna(text), None).to_numpy(dtype=object)
+    return Table(numeric=np.ascontiguousarray(numeric), categorical=categorical)
+
 TOLERANCE = 1e-6  # what the importer accepts (release.verify.TOLERANCE)
 # Which forms can express which family; every family can always be served as itself.
 SUPPORTED = {
@@ -53,7 +62,7 @@ def test_linear_form_matches_sklearn_predict_proba(dataset_name, penalty, tmp_pa
     predictor = load_predictor("linear", tmp_path, schema)
     assert predictor.form == "linear"
     expected = pipeline.predict_proba(dataset.X)
-    table = Table.from_frame(dataset.X, schema)
+    table = table_from_frame(dataset.X, schema)
     for n in (1, 7, len(table)):  # one row, a few, all
         got = predictor.predict_proba(rows(table, slice(0, n)))
         np.testing.assert_allclose(got, expected[:n], rtol=0, atol=1e-12)
@@ -214,7 +223,7 @@ def test_each_supported_form_answers_as_the_pipeline(family, dataset_name, form,
     loaded = load_predictor(form, tmp_path, schema)
     assert loaded.form == form
     expected = pipeline.predict_proba(probe)
-    table = Table.from_frame(probe, schema)
+    table = table_from_frame(probe, schema)
     for answer in (predictor, loaded):
         got = answer.predict_proba(table)
         assert got.shape == expected.shape and got.dtype == np.float64
@@ -232,10 +241,10 @@ def test_the_encoder_equals_the_column_transformer(dataset_name, tmp_path):
     pipeline, schema, probe = case(dataset_name, "logistic_regression")
     preprocess = pipeline.named_steps["preprocess"]
     encoder = Encoder.from_preprocessor(preprocess, schema)
-    table = Table.from_frame(probe, schema)
+    table = table_from_frame(probe, schema)
     expected = preprocess.transform(probe)
     assert np.array_equal(encoder.encode(table), expected)
-    assert np.array_equal(encoder.encode(Table.from_frame(probe.iloc[:0], schema)), expected[:0])
+    assert np.array_equal(encoder.encode(table_from_frame(probe.iloc[:0], schema)), expected[:0])
     encoder.save(tmp_path)
     assert np.array_equal(Encoder.load(tmp_path).encode(table), expected)
     assert encoder.n_outputs == expected.shape[1]
@@ -251,7 +260,7 @@ def test_the_encoder_on_missing_and_unseen_text():
                           "colour": pd.Series([np.nan, "purple", "red"], dtype=object),
                           "income": [np.nan, 1.0, np.nan],
                           "plan": pd.Series([np.nan, "enterprise", None], dtype=object)})
-    table = Table.from_frame(frame, schema)
+    table = table_from_frame(frame, schema)
     assert table.categorical.tolist() == [[None, None], ["purple", "enterprise"], ["red", None]]
     encoded = encoder.encode(table)
     assert np.array_equal(encoded, preprocess.transform(frame))
@@ -412,7 +421,7 @@ def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
         save_mlflow_model(pipeline, directory / "mlflow_model")
     metadata = save_model_folder(directory, convert(form, pipeline, schema), schema=schema, version="1")
     (tmp_path / "metadata.json").write_text(json.dumps(metadata))
-    table = Table.from_frame(probe, schema)
+    table = table_from_frame(probe, schema)
     # The rows travel without pickle too: numbers as .npy, text as JSON.
     np.savez(tmp_path / "table.npz", numeric=table.numeric,
              categorical=np.array(json.dumps(table.categorical.tolist())))
@@ -470,7 +479,7 @@ def test_the_import_passes_over_a_form_that_differs_by_more_than_the_tolerance(s
         return Moved(predictor) if form == "linear" else predictor
 
     monkeypatch.setattr(importer, "load_predictor", shifted_load)
-    check = importer.choose_form(pipeline, schema, Table.from_frame(probe, schema), directory=tmp_path,
+    check = importer.choose_form(pipeline, schema, table_from_frame(probe, schema), directory=tmp_path,
                                  forms=("linear", "sklearn"))
     assert check.form == chosen
     if chosen == "sklearn":
