@@ -18,7 +18,8 @@ from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
 from serving.openapi import OpenApiDocument
 from serving.protocols.mlflow_scoring import MlflowProtocol
-from serving.protocols.native import NativeProtocol, error_body
+from serving.protocols import error_body
+from serving.protocols.native import NativeProtocol
 from serving.protocols.v2 import V2Protocol
 from serving.routes import JSON_HEADERS, RouteTable
 
@@ -165,8 +166,7 @@ class ServingApp:
     async def _read_body(self, scope: dict, receive: Any,
                          media_types: tuple[bytes, ...] | None) -> tuple[bytes, bytes]:
         """Readiness, API key, content type (None: any, as V2 clients send) and size; the body, its media type."""
-        if self.model is None:
-            raise RequestError(503, "the model is not loaded yet", "not_ready")
+        self.native.loaded()
         content_type = authorization = length = None
         for name, value in scope["headers"]:
             if name == b"content-type":

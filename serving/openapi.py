@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving.model import LoadedModel
+from serving.protocols import Adapter
 from serving.schema import NUMBER
 
 REF = "#/components/schemas/{model}"
@@ -96,20 +97,21 @@ def build_document(base: dict, operations: list[tuple[str, str, dict]], *, tags:
             "components": {**components, "schemas": {**components.get("schemas", {}), **schemas.found}}}
 
 
-class OpenApiDocument:
+class OpenApiDocument(Adapter):
     """GET / and GET /docs.json, as an adapter of the route table; the document built once per model."""
 
     def __init__(self, routes: Any, adapters: dict[str, Any]) -> None:
+        super().__init__()
         self.routes, self.adapters = routes, adapters
         self.base: Callable[[], dict] = lambda: {"openapi": "3.0.2", "info": {"version": "none"}, "paths": {}}
-        self.model: LoadedModel | None = None
         self._answer = b""
 
     def bind(self, scorer: Any) -> None:
-        self.model, self._answer = scorer.model, b""
+        self.scorer, self._answer = scorer, b""
 
-    def refuse(self, error: Any) -> tuple[int, bytes]:
-        return error.status, json.dumps({"error": error.message}).encode()
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.scorer.model if self.scorer else None
 
     def index(self, call: Any) -> tuple[int, bytes]:
         """GET /: Swagger UI over the document, titled with the served model."""

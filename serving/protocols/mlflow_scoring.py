@@ -5,16 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 import numpy as np
 
-from typing import Any
-
-from pydantic import BaseModel
-
-from serving.core import Scorer, check_range, check_row_count
+from serving.core import check_range, check_row_count
 from serving.errors import RequestError
 from serving.openapi import Schemas, answer, body
+from serving.protocols import Adapter
 from serving.protocols.decode import load_json_object, records_to_table
 from serving.protocols.native import REFUSALS, ErrorResponse
 from serving.schema import Table, TableSchema
@@ -209,17 +207,10 @@ class MlflowErrorResponse(ErrorResponse):
     message: str
 
 
-class MlflowProtocol:
+class MlflowProtocol(Adapter):
     """POST /invocations, GET /ping and GET /version, as `mlflow models serve` answers them."""
 
     tag = TAG
-    media_types = (b"application/json", *sorted(CSV_CONTENT_TYPES))
-
-    def __init__(self) -> None:
-        self.scorer: Scorer | None = None
-
-    def bind(self, scorer: Scorer) -> None:
-        self.scorer = scorer
 
     def refuse(self, error: RequestError) -> tuple[int, bytes]:
         """MLflow's error document; every refusal of a body is a 400, as MLflow answers it."""

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving.core import MAX_ABS_FEATURE, Scorer
-from serving.errors import RequestError
 from serving.openapi import Schemas, answer, body
+from serving.protocols import Adapter
 from serving.protocols.native_codec import AnswerWriter, PredictRequestReader, table_from_values
 from serving.schema import NUMBER, TableSchema
 
@@ -65,11 +65,6 @@ class ErrorResponse(BaseModel):
     error: str
 
 
-def error_body(message: str) -> bytes:
-    """The JSON error answer: `{"error": message}`."""
-    return json.dumps({"error": message}).encode()
-
-
 REFUSALS = {400: "malformed body", 401: "missing or wrong API key", 405: "wrong method",
             408: "the body did not arrive within the request timeout", 413: "body over the size limit",
             415: "content type is not application/json",
@@ -103,13 +98,13 @@ def request_schema(schema: TableSchema | None, *, max_rows: int) -> dict:
     return {"anyOf": [features, records]}
 
 
-class NativeProtocol:
+class NativeProtocol(Adapter):
     """POST /predict, GET /health and GET /metadata over the scoring core."""
 
     tag = TAG
 
     def __init__(self) -> None:
-        self.scorer: Scorer | None = None
+        super().__init__()
         self.reader: PredictRequestReader | None = None
         self.writer: AnswerWriter | None = None
         self._health = self._metadata = b""
@@ -122,9 +117,6 @@ class NativeProtocol:
         self._health = json.dumps({"status": "ok", "model": model.info}).encode()
         self._metadata = json.dumps(model.info).encode()
         self.scorer = scorer
-
-    def refuse(self, error: RequestError) -> tuple[int, bytes]:
-        return error.status, error_body(error.message)
 
     def predict(self, call: Any) -> tuple[int, bytes]:
         """POST /predict: one prediction per row, in order."""
@@ -147,18 +139,16 @@ class NativeProtocol:
 
     def metadata(self, call: Any) -> tuple[int, bytes]:
         """GET /metadata: the served model's lineage."""
-        if self.scorer is None:
-            raise RequestError(503, "the model is not loaded yet", "not_ready")
+        self.loaded()
         return 200, self._metadata
 
     def predict_values(self, *, features: Any = None, records: Any = None) -> PredictResponse:
         """The declared `predict` API: POST /predict's checks and answer, from decoded values."""
-        if self.scorer is None:
-            raise RequestError(503, "the model is not loaded yet", "not_ready")
-        model = self.scorer.model
+        scorer = self.loaded()
+        model = scorer.model
         table = table_from_values(features=features, records=records, schema=model.schema,
-                                  max_rows=self.scorer.limits.max_rows)
-        probabilities, predicted = self.scorer.score(table)
+                                  max_rows=scorer.limits.max_rows)
+        probabilities, predicted = scorer.score(table)
         names = model.class_names
         return PredictResponse(model=ModelSummary(**model.summary), predictions=[
             Prediction(label=names[index], class_index=index, probabilities=dict(zip(names, row)))

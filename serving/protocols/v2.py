@@ -13,7 +13,8 @@ import orjson
 from serving.core import Scorer
 from serving.errors import RequestError
 from serving.openapi import Schemas, answer, body
-from serving.protocols.native import REFUSALS, error_body, refusals
+from serving.protocols import Adapter
+from serving.protocols.native import REFUSALS, refusals
 from serving.protocols.v2_tensors import INPUT_NAME, OUTPUT_NAMES, TEXT_DATATYPE, InferRequest, parse_infer
 from serving.schema import TableSchema
 
@@ -86,19 +87,10 @@ def format_infer(probabilities: np.ndarray, predicted: np.ndarray, *, schema: Ta
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-class V2Protocol:
+class V2Protocol(Adapter):
     """/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{version}][/ready|/infer]."""
 
     tag = TAG
-
-    def __init__(self) -> None:
-        self.scorer: Scorer | None = None
-
-    def bind(self, scorer: Scorer) -> None:
-        self.scorer = scorer
-
-    def refuse(self, error: RequestError) -> tuple[int, bytes]:
-        return error.status, error_body(error.message)
 
     def live(self, call: Any) -> tuple[int, bytes]:
         return 200, b'{"live":true}'
@@ -135,9 +127,7 @@ class V2Protocol:
 
     def _named(self, params: dict) -> Scorer:
         """The scorer, once the model named in the path is the one served (404 otherwise)."""
-        if self.scorer is None:
-            raise RequestError(503, "the model is not loaded yet", "not_ready")
-        summary = self.scorer.model.summary
+        summary = self.loaded().model.summary
         check_model(params["name"], params.get("version"), served_name=summary["name"],
                     served_version=summary["version"])
         return self.scorer

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
-import orjson
 
 from serving.core import MAX_ABS_FEATURE, check_row_count, first_out_of_range
 from serving.errors import RequestError

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from serving.forms import Predictor
 from serving.forms.encoder import Encoder
 from serving.forms.linear import LinearPredictor
 from serving.model import FEATURE_STATS_FILE
-from serving.schema import NUMBER, Feature, TableSchema
+from serving.schema import NUMBER, Feature, Table, TableSchema
 
 
 def numeric_schema(feature_names: list[str], class_names: list[str]) -> TableSchema:
@@ -50,3 +51,12 @@ def save_model_folder(directory: Path, predictor: Predictor, *, schema: TableSch
     return {"served_form": predictor.form, "schema": schema.to_dict(), "sha256": file_hashes(directory),
             "feature_names": schema.feature_names, "class_names": list(schema.class_names),
             "registered_model": "M", "version": version, "run_id": "r", "dataset": "d"}
+
+
+def table_from_frame(frame: pd.DataFrame, schema: TableSchema) -> Table:
+    """Rows of a pandas DataFrame holding the schema's columns (others are ignored)."""
+    numeric = frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan) \
+        if schema.numeric else np.empty((len(frame), 0))
+    text = frame[schema.categorical].astype(object)
+    categorical = text.where(pd.notna(text), None).to_numpy(dtype=object)
+    return Table(numeric=np.ascontiguousarray(numeric), categorical=categorical)

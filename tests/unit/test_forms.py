@@ -21,17 +21,9 @@ from training.data import Dataset, Split, load_dataset, split_dataset
 from training.models import FAMILIES, MISSING_CATEGORY, GridPoint, build_pipeline, make_grid
 from training.runs import table_schema
 from training.train import fit_pipeline
+from tests.unit.conftest import table_from_frame
 
 pytestmark = pytest.mark.unit
-
-
-def table_from_frame(frame, schema: TableSchema) -> Table:
-    """Rows of a pandas DataFrame holding the schema's columns (others are ignored)."""
-    numeric = frame[schema.numeric].to_numpy(dtype=np.float64, na_value=np.nan) \
-        if schema.numeric else np.empty((len(frame), 0))
-    text = frame[schema.categorical].astype(object)
-    categorical = text.where(pd.notna(text), None).to_numpy(dtype=object)
-    return Table(numeric=np.ascontiguousarray(numeric), categorical=categorical)
 
 TOLERANCE = 1e-6  # what the importer accepts (release.verify.TOLERANCE)
 # Which forms can express which family; every family can always be served as itself.

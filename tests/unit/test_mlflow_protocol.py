@@ -27,6 +27,7 @@ from serving.protocols.mlflow_scoring import (
     version_body,
 )
 from serving.schema import CATEGORY, NUMBER, Feature, Table, TableSchema
+from tests.unit.conftest import table_from_frame
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +75,7 @@ def as_split(columns: list[str], rows: list[list[object]], schema: TableSchema) 
 def as_mlflow_reads_it(text: str, schema: TableSchema) -> Table:
     """What `mlflow models serve` builds from the body: pandas.read_csv with the signature's dtypes."""
     dtypes = {f.name: np.float64 if f.type == NUMBER else object for f in schema.features}
-    return Table.from_frame(pd.read_csv(io.StringIO(text), dtype=dtypes), schema)
+    return table_from_frame(pd.read_csv(io.StringIO(text), dtype=dtypes), schema)
 
 
 # All-numeric schema
