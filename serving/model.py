@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.errors import one_line
 from serving.forms import Predictor, load_predictor
 from serving.layout import FEATURE_STATS_FILE, ModelIntegrityError, verify_sha256
 from serving.monitoring import FeatureStats
@@ -29,10 +30,6 @@ class LoadedModel:
     @property
     def class_names(self) -> list[str]:
         return list(self.schema.class_names)
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.schema.feature_names
 
 
 # Test hook: SERVE_HOLD_LOAD=<directory> holds load_model until a test releases it (hold_load).
@@ -60,9 +57,8 @@ def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
         predictor = load_predictor(metadata["served_form"], directory, schema)
     except Exception as error:  # noqa: BLE001 - each form's reader fails its own way
         # e.g. numpy's refusal of an array that would need unpickling, said as a refusal of the model.
-        first_line = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise ModelIntegrityError(f"the {metadata['served_form']} form of {tag} cannot be read from its "
-                                  f"files: {first_line}") from None
+                                  f"files: {one_line(error)}") from None
     stats_path = directory / FEATURE_STATS_FILE
     stats = FeatureStats.from_dict(json.loads(stats_path.read_text())) if stats_path.exists() else None
     # Warm-up: prove the model predicts, even a row with every value missing, before the

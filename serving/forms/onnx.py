@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving.errors import one_line
 from serving.forms import RowByTable, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
@@ -67,7 +68,7 @@ def from_pipeline(pipeline, schema: TableSchema) -> OnnxPredictor:
                                   float32_features=_compares_float32(classifier))
     except Exception as error:  # noqa: BLE001 - skl2onnx and onnxruntime raise many kinds
         raise Unsupported(f"skl2onnx cannot convert {type(classifier).__name__}: "
-                          f"{str(error).splitlines()[0][:200]}") from None
+                          f"{one_line(error)[:200]}") from None
     return predictor
 
 
