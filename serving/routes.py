@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from serving.protocols.mlflow_scoring import PING_HEADERS, VERSION_HEADERS
+from serving.protocols.mlflow_scoring import CSV_CONTENT_TYPES, PING_HEADERS, VERSION_HEADERS
 
 GET = ("GET", "HEAD")
 POST = ("POST",)
@@ -41,7 +41,7 @@ ROUTES = (
     Route("/health", GET, "native", "health", "Which model version is loaded and how it scored"),
     Route("/metadata", GET, "native", "metadata", "Lineage of the served model: registry version, run, metrics, hashes"),
     Route("/invocations", POST, "mlflow", "invocations", "`mlflow models serve` scoring: the class index of each row",
-          media_types=(b"application/json", b"text/csv")),
+          media_types=(b"application/json", *sorted(CSV_CONTENT_TYPES))),
     Route("/ping", GET, "mlflow", "ping", "MLflow's readiness probe", headers=tuple(PING_HEADERS)),
     Route("/version", GET, "mlflow", "version", "The MLflow version that logged the served model",
           headers=tuple(VERSION_HEADERS)),
