@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import cycle, islice, repeat
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,19 @@ class Encoder:
     scale: np.ndarray  # (n_numeric,)
     categories: list[list[str]]  # per text column, the one-hot columns in order
     missing: str  # what a missing text value becomes before encoding
-    _lookups: list[dict[str, int]] = field(init=False, repr=False, compare=False)
+    # Per text column, value -> its one-hot column in the output (None: the missing value's);
+    # a value absent from its column's lookup encodes as all zeros, as handle_unknown="ignore".
+    _lookups: list[dict[str | None, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_lookups", [{c: i for i, c in enumerate(cats)} for cats in self.categories])
+        lookups, offset = [], self.mean.shape[0]
+        for cats in self.categories:
+            lookup: dict[str | None, int] = {c: offset + i for i, c in enumerate(cats)}
+            if self.missing in lookup:
+                lookup[None] = lookup[self.missing]
+            lookups.append(lookup)
+            offset += len(cats)
+        object.__setattr__(self, "_lookups", lookups)
 
     @property
     def n_outputs(self) -> int:
@@ -40,21 +50,21 @@ class Encoder:
                              f"columns; the model takes {self.mean.shape[0]} and {len(self.categories)}")
         if np.isnan(X).any():
             X = np.where(np.isnan(X), self.fill, X)
-        scaled = X - self.mean
-        scaled /= self.scale
-        if not self.categories:
-            return scaled
         rows = len(table)
-        onehot = np.zeros((rows, sum(map(len, self.categories))))
-        offset = 0
-        for j, lookup in enumerate(self._lookups):
-            column = table.categorical[:, j]
-            index = np.fromiter((lookup.get(self.missing if v is None else v, -1) for v in column),
-                                dtype=np.int64, count=rows)
-            seen = index >= 0  # a category never seen in training encodes as all zeros
-            onehot[np.flatnonzero(seen), offset + index[seen]] = 1.0
-            offset += len(lookup)
-        return np.hstack([scaled, onehot])
+        out = np.zeros((rows, self.n_outputs))
+        scaled = out[:, :X.shape[1]]
+        np.subtract(X, self.mean, out=scaled)
+        scaled /= self.scale
+        if self.categories:
+            # Every text value's output column in one C-level pass over the table (row-major: the
+            # lookups cycle along each row), then the ones set with one fancy assignment.
+            values = table.categorical.ravel().tolist()
+            width = len(self._lookups)
+            columns = np.fromiter(map(dict.get, islice(cycle(self._lookups), len(values)), values, repeat(-1)),
+                                  dtype=np.intp, count=len(values))
+            seen = columns >= 0
+            out[np.repeat(np.arange(rows), width)[seen], columns[seen]] = 1.0
+        return out
 
     def save(self, directory: Path) -> None:
         np.savez(directory / ENCODER_ARRAYS, fill=self.fill, mean=self.mean, scale=self.scale)

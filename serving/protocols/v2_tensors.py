@@ -298,7 +298,7 @@ def _strings(tensor: _Tensor) -> list[str]:
     """The values of a BYTES tensor as text."""
     if tensor.binary_size is None:
         values = _flat_data(tensor)
-        if not all(type(v) is str for v in values):
+        if not set(map(type, values)) <= {str}:  # one C-level pass, not a Python loop per value
             bad = next(v for v in values if type(v) is not str)
             if bad is None:
                 raise _bad(f"input {tensor.name!r} holds null: a BYTES tensor cannot carry a missing value",
