@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,19 +32,19 @@ class TableSchema:
     features: tuple[Feature, ...]
     class_names: tuple[str, ...]
 
-    @property
+    @cached_property  # asked on every request
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    @property
+    @cached_property  # asked on every request
     def numeric(self) -> list[str]:
         return [f.name for f in self.features if f.type == NUMBER]
 
-    @property
+    @cached_property  # asked on every request
     def categorical(self) -> list[str]:
         return [f.name for f in self.features if f.type == CATEGORY]
 
-    @property
+    @cached_property  # asked on every request
     def all_numeric(self) -> bool:
         """True when rows can be sent as plain lists of numbers (`{"features": [[...]]}`)."""
         return all(f.type == NUMBER for f in self.features)

@@ -27,6 +27,7 @@ class Encoder:
     # Per text column, value -> its one-hot column in the output (None: the missing value's);
     # a value absent from its column's lookup encodes as all zeros, as handle_unknown="ignore".
     _lookups: list[dict[str | None, int]] = field(init=False, repr=False, compare=False)
+    _row_numbers: tuple = field(init=False, repr=False, compare=False)  # encode_row's, as Python floats
 
     def __post_init__(self) -> None:
         lookups, offset = [], self.mean.shape[0]
@@ -37,6 +38,25 @@ class Encoder:
             lookups.append(lookup)
             offset += len(cats)
         object.__setattr__(self, "_lookups", lookups)
+        object.__setattr__(self, "_row_numbers", (self.fill.tolist(), self.mean.tolist(), self.scale.tolist(),
+                                                  [0.0] * (offset - self.mean.shape[0])))
+
+    @property
+    def encodes_rows(self) -> bool:
+        """True when encode_row gives encode's numbers: Python's x / 0.0 raises where numpy gives inf."""
+        return bool(np.all(self.scale != 0))
+
+    def encode_row(self, numbers: list[float], texts: list[str | None]) -> list[float]:
+        """encode() of one row, to the bit, as Python floats (numpy's ~1 us a call is more than the row)."""
+        fill, mean, scale, zeros = self._row_numbers
+        encoded = [((f if x != x else x) - m) / s for x, f, m, s in zip(numbers, fill, mean, scale)]
+        if self._lookups:
+            onehot, start = zeros.copy(), len(encoded)
+            for column in map(dict.get, self._lookups, texts, repeat(-1)):
+                if column >= 0:
+                    onehot[column - start] = 1.0
+            encoded += onehot
+        return encoded
 
     @property
     def n_outputs(self) -> int:

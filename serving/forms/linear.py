@@ -22,19 +22,19 @@ class LinearPredictor(RowByTable):
     coef: np.ndarray  # (n_outputs, n_encoded); one row for a binary model
     intercept: np.ndarray  # (n_outputs,)
     form = "linear"
-    # The one-row path (_predict_row): the width of the rows it takes (0: none, the model has
-    # text columns or a zero scale) and its numbers as Python floats.
+    # The one-row path (_predict_row): the width of the rows of numbers predict_row takes (0: none,
+    # the model has text columns), whether one-row tables take it too, and its numbers as Python floats.
     _row_width: int = field(init=False, repr=False, compare=False)
+    _one_row: bool = field(init=False, repr=False, compare=False)
     _row_params: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         encoder = self.encoder
-        # Python's x / 0.0 raises where numpy gives inf: a zero scale (never from StandardScaler)
-        # keeps every row on the numpy path.
-        simple = not encoder.categories and bool(np.all(encoder.scale != 0))
-        object.__setattr__(self, "_row_width", len(encoder.mean) if simple else 0)
-        object.__setattr__(self, "_row_params", (encoder.fill.tolist(), encoder.mean.tolist(),
-                                                 encoder.scale.tolist(), self.coef.T, self.intercept.tolist()))
+        # A zero scale (never from StandardScaler) keeps every row on the numpy path (see encode_row).
+        one_row = encoder.encodes_rows
+        object.__setattr__(self, "_one_row", one_row)
+        object.__setattr__(self, "_row_width", len(encoder.mean) if one_row and not encoder.categories else 0)
+        object.__setattr__(self, "_row_params", (self.coef.T, self.intercept.tolist()))
 
     @property
     def n_classes(self) -> int:
@@ -43,8 +43,11 @@ class LinearPredictor(RowByTable):
     def predict_proba(self, table: Table) -> np.ndarray:
         """Class probabilities, one row per table row."""
         # One row, the usual request; a table of the wrong width goes on to encode(), which says why.
-        if table.numeric.shape == (1, self._row_width) and not table.categorical.shape[1]:
-            return np.array([self._predict_row(table.numeric[0].tolist())])
+        encoder = self.encoder
+        if self._one_row and len(table) == 1 and table.numeric.shape[1] == len(encoder.mean) \
+                and table.categorical.shape[1] == len(encoder.categories):
+            return np.array([self._predict_row(encoder.encode_row(table.numeric[0].tolist(),
+                                                                  table.categorical[0].tolist()))])
         scores = self.encoder.encode(table) @ self.coef.T
         scores += self.intercept
         if self.coef.shape[0] == 1:  # binary: sklearn's expit on the one score
@@ -67,16 +70,15 @@ class LinearPredictor(RowByTable):
     def predict_row(self, row: list[float]) -> list[float]:
         """predict_proba of one row of numbers, to the bit, as a list: /predict's usual request."""
         if self._row_width and len(row) == self._row_width:
-            return self._predict_row(row)
+            return self._predict_row(self.encoder.encode_row(row, []))
         return super().predict_row(row)
 
-    def _predict_row(self, row: list[float]) -> list[float]:
-        """predict_proba of one all-numeric row, to the bit, in Python floats (numpy's ~0.5 us a ufunc is more)."""
+    def _predict_row(self, encoded: list[float]) -> list[float]:
+        """predict_proba of one encoded row, to the bit, in Python floats (numpy's ~0.5 us a ufunc is more)."""
         # +, -, * and / round as numpy's do; dot and exp stay numpy's (BLAS and SIMD exp may round
         # otherwise); np.dot of the row is the BLAS call `@` makes, without the ufunc machinery.
-        fill, mean, scale, coef_t, intercept = self._row_params
-        scaled = [((f if x != x else x) - m) / s for x, f, m, s in zip(row, fill, mean, scale)]
-        scores = [score + b for score, b in zip(np.dot(scaled, coef_t).tolist(), intercept)]
+        coef_t, intercept = self._row_params
+        scores = [score + b for score, b in zip(np.dot(encoded, coef_t).tolist(), intercept)]
         if len(scores) == 1:  # binary: sklearn's expit on the one score
             positive = 1.0 / (1.0 + np.exp(np.array([-scores[0]])).item())
             return [1 - positive, positive]

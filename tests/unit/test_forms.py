@@ -75,6 +75,7 @@ def test_the_one_row_path_gives_the_numpy_paths_bits(dataset_name):
     predictor = convert("linear", pipeline, table_schema(dataset))
     numpy_only = copy.copy(predictor)
     object.__setattr__(numpy_only, "_row_width", 0)  # every table through encode() and numpy
+    object.__setattr__(numpy_only, "_one_row", False)
     n = predictor.coef.shape[1]
     rng = np.random.default_rng(0)
     rows = dataset.X.to_numpy()[::7].tolist() + [
@@ -189,6 +190,22 @@ def test_the_mixed_probe_reaches_unseen_text_and_missing_rows():
     assert not set(probe["plan"].dropna()) <= set(X["plan"].dropna())
     assert probe.isna().all(axis=1).sum() == 2 and X["age"].isna().any() and X["colour"].isna().any()
     assert (probe["colour"] == "purple").any() and (probe["plan"] == "enterprise").any()
+
+
+def test_one_row_tables_with_text_give_the_numpy_paths_bits():
+    import copy
+
+    pipeline, schema, probe = case("mixed", "logistic_regression")
+    predictor = convert("linear", pipeline, schema)
+    numpy_only = copy.copy(predictor)
+    object.__setattr__(numpy_only, "_one_row", False)  # every table through encode() and numpy
+    assert predictor._one_row and not predictor._row_width  # text columns: one-row tables only
+    table = table_from_frame(probe, schema)
+    for i in range(len(table)):  # unseen text, missing text and numbers, every value missing
+        row = Table(numeric=table.numeric[i:i + 1], categorical=table.categorical[i:i + 1])
+        np.testing.assert_array_equal(predictor.predict_proba(row), numpy_only.predict_proba(row))
+        assert predictor.encoder.encode_row(row.numeric[0].tolist(), row.categorical[0].tolist()) == \
+            predictor.encoder.encode(row)[0].tolist()
 
 
 def test_the_supported_table_covers_every_family_and_form():
