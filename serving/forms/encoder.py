@@ -44,7 +44,7 @@ class Encoder:
     @property
     def encodes_rows(self) -> bool:
         """True when encode_row gives encode's numbers: Python's x / 0.0 raises where numpy gives inf."""
-        return bool(np.all(self.scale != 0))
+        return self._row_numbers[2].count(0.0) == 0
 
     def encode_row(self, numbers: list[float], texts: list[str | None]) -> list[float]:
         """encode() of one row, to the bit, as Python floats (numpy's ~1 us a call is more than the row)."""
@@ -68,9 +68,11 @@ class Encoder:
         if X.shape[1] != self.mean.shape[0] or table.categorical.shape[1] != len(self.categories):
             raise ValueError(f"the rows have {X.shape[1]} numeric and {table.categorical.shape[1]} text "
                              f"columns; the model takes {self.mean.shape[0]} and {len(self.categories)}")
+        rows = len(table)
+        if rows == 1 and self.encodes_rows:  # one row: Python floats cost less than a dozen numpy calls
+            return np.array([self.encode_row(X[0].tolist(), table.categorical[0].tolist())])
         if np.isnan(X).any():
             X = np.where(np.isnan(X), self.fill, X)
-        rows = len(table)
         out = np.zeros((rows, self.n_outputs))
         scaled = out[:, :X.shape[1]]
         np.subtract(X, self.mean, out=scaled)

@@ -204,8 +204,9 @@ def test_one_row_tables_with_text_give_the_numpy_paths_bits():
     for i in range(len(table)):  # unseen text, missing text and numbers, every value missing
         row = Table(numeric=table.numeric[i:i + 1], categorical=table.categorical[i:i + 1])
         np.testing.assert_array_equal(predictor.predict_proba(row), numpy_only.predict_proba(row))
+        twice = Table(numeric=np.repeat(row.numeric, 2, axis=0), categorical=np.repeat(row.categorical, 2, axis=0))
         assert predictor.encoder.encode_row(row.numeric[0].tolist(), row.categorical[0].tolist()) == \
-            predictor.encoder.encode(row)[0].tolist()
+            predictor.encoder.encode(twice)[0].tolist()  # the numpy path's bits
 
 
 def test_the_supported_table_covers_every_family_and_form():
