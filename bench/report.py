@@ -51,6 +51,7 @@ def missed_targets(targets: list[dict]) -> int:
 
 def format_targets(targets: list[dict], *, width: int = 42) -> list[str]:
     """One PASS/FAIL/n/a line per target, then the result line (goals shown, not counted)."""
+    width = max([width, *(len(item["target"]) for item in targets)])
     lines = []
     for item in targets:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["passed"]]
