@@ -54,14 +54,7 @@ from bench.servers import (
     stop_server,
     training_args,
 )
-from data.make_accounts import (
-    ID_COLUMN,
-    N_ROWS,
-    SEED,
-    TARGET,
-    make_accounts,
-    write_table,
-)
+from data import make_accounts as accounts
 from training.models import FAMILIES
 
 logger = logging.getLogger(__name__)
@@ -76,7 +69,7 @@ ONE_GOAL = 0.7  # ours-wide one record / ours-iris one row, req/s
 
 def wide_training_args(table: Path, family: str) -> list[str]:
     """The `training.experiments` arguments for the table: the bench's sweep of the family."""
-    return ["--data", str(table), "--target", TARGET, "--drop", ID_COLUMN,
+    return ["--data", str(table), "--target", accounts.TARGET, "--drop", accounts.ID_COLUMN,
             *training_args(family, BENCH_PARAMS.get(family, ()))]
 
 
@@ -85,7 +78,8 @@ def table_rows(table: Path, count: int) -> tuple[list[list], list[str], int]:
     index of the first of them with a missing value (the one-record body: the harder case)."""
     import pandas as pd
 
-    head = pd.read_csv(table, nrows=count).drop(columns=[ID_COLUMN, TARGET]).astype(object)
+    frame = pd.read_csv(table, nrows=count).drop(columns=[accounts.ID_COLUMN, accounts.TARGET])
+    head = frame.astype(object)
     gaps = head.isna().any(axis=1).to_numpy()
     if not gaps.any():
         raise BenchError(f"none of the first {count} rows of {table} has a missing value")
@@ -105,10 +99,13 @@ def write_bodies(servers: dict[str, RunningServer], *, table: Path, workdir: Pat
     return bodies
 
 
-def prepare_stores(family: str, *, rows: int, folder: Path) -> tuple[dict, dict[str, dict]]:
-    """Write the table, then train, promote and import iris and the table side by side."""
+def prepare_stores(family: str, *, rows: int, folder: Path) -> tuple[dict[str, dict], Path, dict[str, dict]]:
+    """Write the table, then train, promote and import iris and the table side by side.
+
+    Returns the environment of each store ("iris", "wide"), the table, and what each step took.
+    """
     table = folder / "accounts.csv"
-    write_table(make_accounts(rows, SEED), table)
+    accounts.write_table(accounts.make_accounts(rows, accounts.SEED), table)
     envs = {}
     for name in ("iris", "wide"):
         (folder / name).mkdir()
@@ -119,25 +116,27 @@ def prepare_stores(family: str, *, rows: int, folder: Path) -> tuple[dict, dict[
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(prepare_model, envs[name], arguments[name]) for name in envs}
         training = {name: future.result() for name, future in futures.items()}
-    return {**envs, "table": table}, training
+    return envs, table, training
 
 
 def measure_family(family: str, args: argparse.Namespace, *, hey: str, folder: Path) -> dict:
     """Prepare, start the three servers, measure, stop: the summary of one family."""
-    stores, training = prepare_stores(family, rows=args.rows, folder=folder)
+    envs, table, training = prepare_stores(family, rows=args.rows, folder=folder)
     for name, figures in training.items():
         logger.info("%s on %s: %d runs trained in %.1f s, import %.1f s", family, name,
                     figures["runs"], figures["train_runs_s"], figures["import_s"])
-    specs = {IRIS: (replace(make_spec("ours"), name=IRIS), stores["iris"]),
-             WIDE: (replace(make_spec("ours"), name=WIDE, body_format="records"), stores["wide"]),
-             MLFLOW: (replace(make_spec("mlflow"), name=MLFLOW), stores["wide"])}
+    # Each server: which kind, the body it reads, the store it serves.
+    kinds = {IRIS: ("ours", "features", envs["iris"]), WIDE: ("ours", "records", envs["wide"]),
+             MLFLOW: ("mlflow", "dataframe_split", envs["wide"])}
     servers: dict[str, RunningServer] = {}
     try:
-        # One at a time: each cold start has the machine to itself.
-        for name, (spec, env) in specs.items():
+        # One at a time: each cold start has the machine to itself, and each port is picked
+        # while the servers before it already hold theirs.
+        for name, (kind, body_format, env) in kinds.items():
+            spec = replace(make_spec(kind), name=name, body_format=body_format)
             servers[name] = start_server(spec, env=env, log_dir=folder)
         forms = {name: served_model(servers[name])["served_form"] for name in (IRIS, WIDE)}
-        bodies = write_bodies(servers, table=stores["table"], workdir=folder)
+        bodies = write_bodies(servers, table=table, workdir=folder)
         check_answers(list(servers.values()), bodies)
         plan = [(ONE, [servers[IRIS], servers[WIDE]]), (BATCH, [servers[WIDE], servers[MLFLOW]])]
         records = run_rounds(hey, plan, bodies=bodies, rounds=args.rounds, seconds=args.duration,
@@ -228,7 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
                         help="model families to train, serve and measure (all three)")
-    parser.add_argument("--rows", type=int, default=N_ROWS, help=f"rows of the table ({N_ROWS})")
+    parser.add_argument("--rows", type=int, default=accounts.N_ROWS,
+                        help=f"rows of the table ({accounts.N_ROWS})")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per hey run (3)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of warm-up per server and body size (2)")
