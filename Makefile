@@ -61,9 +61,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "unit or integration"
 
-# About 5 minutes; options after BENCH_ARGS=, e.g. BENCH_ARGS="--duration 3 --rounds 1".
+# bench.run (iris, about 5 minutes), then bench.wide (the wide accounts table, three families,
+# about 8 minutes), each printing its table; both run whatever the first one's result, and the
+# exit code is the first non-zero one. Options: BENCH_ARGS="--duration 3 --rounds 1" for
+# bench.run, WIDE_ARGS="--families random_forest --rounds 1" for bench.wide.
 bench: setup
-	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS); run=$$?; \
+	  $(PY) -m bench.wide $(WIDE_ARGS); wide=$$?; \
+	  exit $$(( run ? run : wide ))
 
 # 60 s at concurrency 64 against `bentoml serve`; SOAK_ARGS="--duration 600" for longer.
 soak: setup

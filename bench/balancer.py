@@ -38,7 +38,8 @@ from pathlib import Path
 import psutil
 
 from bench.load import LoadResult, ensure_hey, run_hey
-from bench.run import ONE_ROW, configure_cli, iris_rows, scratch_folder, warn_if_busy
+from bench.report import configure_cli, scratch_folder, warn_if_busy
+from bench.run import ONE_ROW, iris_rows
 from bench.servers import (
     REPO_ROOT,
     BenchError,

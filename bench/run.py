@@ -22,28 +22,27 @@ Exit code: 0 every target met, 2 a target missed, 1 the bench could not run (goa
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
-import platform
-import shutil
-import signal
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
-from bench.load import ensure_hey, run_hey
+from bench.load import ensure_hey
+from bench.report import (
+    RESULTS_DIR,
+    configure_cli,
+    describe_machine,
+    format_targets,
+    make_target,
+    missed_targets,
+    number,
+    results_stem,
+    scratch_folder,
+    warn_if_busy,
+    write_json,
+)
+from bench.rounds import Load, check_answers, run_rounds, summarise
 from bench.servers import (
-    REPO_ROOT,
+    BENCH_PARAMS,
     SERVER_NAMES,
     BenchError,
     RunningServer,
@@ -52,42 +51,24 @@ from bench.servers import (
     make_spec,
     prepare_model,
     request_body,
+    served_model,
     start_server,
     stop_server,
-    tree_rss_mb,
+    training_args,
 )
-from training.cli import configure_logging as configure_cli_logging
 from training.models import DEFAULT_FAMILY, FAMILIES, make_grid, parse_param
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ONE_ROW = [[5.1, 3.5, 1.4, 0.2]]
 TARGET_CONCURRENCIES = (1, 8, 64)
 # The one family the FastAPI baseline can serve: it reuses the service's linear numpy maths.
 LINEAR_FAMILY = "logistic_regression"
 FASTAPI_NA = "n/a: the FastAPI baseline serves linear models only"
-# A smaller sweep than the family's default grid, to keep training short (--param overrides).
-BENCH_PARAMS = {
-    "random_forest": ("n_estimators=100",),  # 2 runs (max_depth None, 8), 100 trees each
-    "hist_gradient_boosting": ("learning_rate=0.1",),  # 2 runs (max_leaf_nodes 15, 31)
-}
 # The served random forest must be a realistic one, not a handful of trees.
 MIN_TREES = 100
 # ours/floor req/s at c=8: the goal of an open issue, reported but not part of the result.
 FLOOR_GOAL = 0.5
-
-
-@dataclass(frozen=True)
-class Load:
-    """One kind of traffic: rows per request and concurrent connections."""
-
-    rows: int
-    concurrency: int
-
-    @property
-    def label(self) -> str:
-        return f"c={self.concurrency}" if self.rows == 1 else f"{self.rows} rows c={self.concurrency}"
 
 
 def iris_rows(count: int) -> tuple[list[list[float]], list[str]]:
@@ -113,41 +94,6 @@ def write_bodies(specs: list[ServerSpec], *, loads: list[Load],
     return bodies
 
 
-def check_answers(servers: list[RunningServer], bodies: dict[tuple[str, int], Path]) -> None:
-    """One request each before measuring: a server that answers errors is not benchmarked."""
-    for server in servers:
-        spec = server.spec
-        request = urllib.request.Request(spec.url + spec.predict_path, method="POST",
-                                         data=bodies[spec.name, 1].read_bytes(),
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                answer = json.loads(response.read())
-        except OSError as error:
-            raise BenchError(f"{spec.name}: {spec.predict_path} failed: {error}") from None
-        if "predictions" not in answer:
-            raise BenchError(f"{spec.name}: unexpected answer {str(answer)[:200]}")
-        logger.info("%-8s answers %s", spec.name, json.dumps(answer["predictions"][0])[:100])
-
-
-def served_model(server: RunningServer) -> dict:
-    """The "model" block of our service's GET /health: version, run, served_form, ..."""
-    try:
-        with urllib.request.urlopen(server.spec.url + "/health", timeout=10) as response:
-            model = json.loads(response.read()).get("model") or {}
-    except (OSError, ValueError) as error:
-        raise BenchError(f"{server.spec.name}: GET /health failed: {error}") from None
-    if not model.get("served_form"):
-        raise BenchError(f"{server.spec.name}: GET /health names no model.served_form: "
-                         f"{str(model)[:200]}")
-    return model
-
-
-def training_args(family: str, params: list[str]) -> list[str]:
-    """The `python -m training.experiments` arguments: the family, then each --param."""
-    return ["--model", family, *(arg for text in params for arg in ("--param", text))]
-
-
 def check_served_run(env: dict[str, str], *, run_id: str, family: str) -> dict[str, str]:
     """The hyperparameters of the run the service serves; BenchError unless it is the family asked."""
     import mlflow
@@ -160,69 +106,6 @@ def check_served_run(env: dict[str, str], *, run_id: str, family: str) -> dict[s
         raise BenchError(f"the served random forest has {params.get('n_estimators')} trees, "
                          f"fewer than {MIN_TREES}")
     return params
-
-
-def run_rounds(hey: str, servers: list[RunningServer], *, bodies: dict[tuple[str, int], Path],
-               loads: list[Load], rounds: int, seconds: float, warmup: float) -> list[dict]:
-    """Warm every server up, then every round runs every load against every server once."""
-    for server in servers:
-        for rows in sorted({load.rows for load in loads}):
-            run_hey(hey, server.spec.url + server.spec.predict_path,
-                    body_file=bodies[server.spec.name, rows], concurrency=8, seconds=warmup)
-    records = []
-    for round_index in range(rounds):
-        # Rotate the order each round: no server always runs right after the same one.
-        order = servers[round_index % len(servers):] + servers[:round_index % len(servers)]
-        for load in loads:
-            for server in order:
-                spec = server.spec
-                result = run_hey(hey, spec.url + spec.predict_path,
-                                 body_file=bodies[spec.name, load.rows],
-                                 concurrency=load.concurrency, seconds=seconds)
-                rss = tree_rss_mb(server.process.pid)
-                records.append({"round": round_index + 1, "server": spec.name, "load": load.label,
-                                "rows": load.rows, "concurrency": load.concurrency,
-                                "rss_mb": rss, **result.to_dict()})
-                logger.info("round %d  %-8s %-14s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  "
-                            "errors %d  RSS %.0f MiB", round_index + 1, spec.name, load.label,
-                            result.rps, result.p50_ms, result.p99_ms, result.errors, rss)
-    return records
-
-
-def median_of(values: list[float]) -> float:
-    """The median of the measured values; NaN when none was (hey gives no p99 under 100 answers)."""
-    measured = [v for v in values if not math.isnan(v)]
-    return statistics.median(measured) if measured else math.nan
-
-
-def number(value: float, digits: int) -> str:
-    """value with digits decimals, or "-" when it was not measured."""
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def summarise(records: list[dict], servers: list[RunningServer], loads: list[Load]) -> dict:
-    """Per server: cold start, peak RSS, and per load the median of the rounds (errors summed)."""
-    summary = {}
-    for server in servers:
-        name = server.spec.name
-        mine = [r for r in records if r["server"] == name]
-        per_load = {}
-        for load in loads:
-            runs = [r for r in mine if r["load"] == load.label]
-            per_load[load.label] = {
-                "rows": load.rows, "concurrency": load.concurrency,
-                "rps": median_of([r["rps"] for r in runs]),
-                "rows_per_s": median_of([r["rps"] for r in runs]) * load.rows,
-                "p50_ms": median_of([r["p50_ms"] for r in runs]),
-                "p99_ms": median_of([r["p99_ms"] for r in runs]),
-                "p99_worst_ms": max((r["p99_ms"] for r in runs if not math.isnan(r["p99_ms"])),
-                                    default=math.nan),
-                "errors": sum(r["errors"] for r in runs),
-                "requests": sum(r["requests"] for r in runs),
-            }
-        summary[name] = {"cold_start_s": server.cold_start_s,
-                         "rss_mb": max(r["rss_mb"] for r in mine), "loads": per_load}
-    return summary
 
 
 def ratio(summary: dict, other: str, label: str, key: str = "rps") -> float:
@@ -243,11 +126,7 @@ def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) ->
     ours = summary.get("ours", {}).get("loads", {})
     single = [f"c={c}" for c in TARGET_CONCURRENCIES if f"c={c}" in ours]
 
-    def target(text: str, values: list[float], ok, note: str = "") -> dict:
-        unmeasured = not values or any(math.isnan(v) for v in values)
-        item = {"target": text, "values": values, "passed": None if unmeasured else all(map(ok, values))}
-        return {**item, "note": note} if note else item
-
+    target = make_target
     cold = (summary["ours"]["cold_start_s"] / summary["mlflow"]["cold_start_s"]
             if "ours" in summary and "mlflow" in summary else math.nan)
     c8, c64 = ours.get("c=8"), ours.get("c=64")
@@ -275,15 +154,9 @@ def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) ->
                    [ratio(summary, "mlflow", batch.label)], lambda v: v >= 5.0),
         ]
     targets.append(target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5))
-    targets.append({**target(f"ours/floor req/s at c=8 >= {FLOOR_GOAL}",
-                             [ratio(summary, "floor", "c=8")], lambda v: v >= FLOOR_GOAL),
-                    "goal": True})
+    targets.append(target(f"ours/floor req/s at c=8 >= {FLOOR_GOAL}",
+                          [ratio(summary, "floor", "c=8")], lambda v: v >= FLOOR_GOAL, goal=True))
     return targets
-
-
-def missed_targets(targets: list[dict]) -> int:
-    """How many targets failed; goals (informational) do not count."""
-    return sum(item["passed"] is False for item in targets if not item.get("goal"))
 
 
 def describe_model(model: dict) -> str:
@@ -325,14 +198,7 @@ def format_report(summary: dict, targets: list[dict], training: dict, *,
         lines.append("")
     for name, why in skipped.items():
         lines += [f"{name:<8} {why}", ""]
-    for item in targets:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[item["passed"]]
-        values = item.get("note") or ", ".join(number(v, 2) for v in item["values"]) or "-"
-        goal = " (goal, informational: not in the result)" if item.get("goal") else ""
-        lines.append(f"{verdict}  {item['target']:<42} measured: {values}{goal}")
-    missed, counted = missed_targets(targets), sum(not item.get("goal") for item in targets)
-    lines.append(f"result: {'FAIL' if missed else 'PASS'} ({missed} of {counted} targets missed)")
-    return "\n".join(lines)
+    return "\n".join(lines + format_targets(targets))
 
 
 def save_chart(summary: dict, path: Path, *, batch: Load, title: str = "") -> None:
@@ -364,56 +230,6 @@ def save_chart(summary: dict, path: Path, *, batch: Load, title: str = "") -> No
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def without_nan(value):
-    """value with NaN floats as None: strict JSON readers (jq, browsers) reject NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: without_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [without_nan(item) for item in value]
-    return value
-
-
-def configure_cli() -> None:
-    """Plain log lines on stdout; a SIGTERM (CI timeout, kill) unwinds so servers get stopped."""
-    configure_cli_logging()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-
-
-@contextmanager
-def scratch_folder(prefix: str, *, keep: bool) -> Iterator[Path]:
-    """A temporary folder for the stores and logs of one run; removed afterwards unless keep."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        yield workdir
-    finally:
-        if keep:
-            logger.info("kept %s", workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-def warn_if_busy() -> None:
-    """Say so when other work already loads the machine: the figures will be noisy."""
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cpus / 2:
-        logger.warning("warning: load average %.1f on %d cores before starting: other work will "
-                       "skew the figures", load, cpus)
-
-
-def describe_machine() -> dict:
-    """What the figures depend on: cores, versions, the commit benchmarked."""
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT,
-                                capture_output=True, text=True).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"cpus": os.cpu_count(), "loadavg": os.getloadavg(), "platform": platform.platform(),
-            "python": platform.python_version(), "commit": commit,
-            **{name: version(name) for name in ("bentoml", "mlflow", "scikit-learn")}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -484,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("%s", describe_model(model))
             bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
             check_answers(servers, bodies)
-            records = run_rounds(hey, servers, bodies=bodies, loads=loads, rounds=args.rounds,
-                                 seconds=args.duration, warmup=args.warmup)
+            records = run_rounds(hey, [(load, servers) for load in loads], bodies=bodies,
+                                 rounds=args.rounds, seconds=args.duration, warmup=args.warmup)
         except BenchError as error:
             logger.error("error: %s", error)
             return 1
@@ -497,12 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["ours"]["served_form"] = model["served_form"]
     targets = check_targets(summary, batch=loads[-1], family=args.model)
     print("\n" + format_report(summary, targets, training, model=model, skipped=skipped))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / time.strftime(f"bench-{args.model}-%Y%m%d-%H%M%S")
-    report = {"machine": describe_machine(), "config": vars(args), "model": model,
-              "training": training, "skipped": skipped, "summary": summary, "targets": targets,
-              "runs": records}
-    stem.with_suffix(".json").write_text(json.dumps(without_nan(report), indent=2, default=str))
+    stem = results_stem(args.out, f"bench-{args.model}")
+    write_json(stem.with_suffix(".json"), {
+        "machine": describe_machine(), "config": vars(args), "model": model, "training": training,
+        "skipped": skipped, "summary": summary, "targets": targets, "runs": records})
     save_chart(summary, stem.with_suffix(".png"), batch=loads[-1],
                title=f"{args.model}, served form {model['served_form'] or '?'}")
     print(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")

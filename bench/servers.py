@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The venv's own commands, whatever PATH says: `make` runs us as .venv/bin/python.
 VENV_BIN = Path(sys.executable).parent
 MODEL_URI = "models:/ClassificationModel@production"
+# A smaller sweep than the family's default grid, to keep training short (--param overrides).
+BENCH_PARAMS = {
+    "random_forest": ("n_estimators=100",),  # 2 runs (max_depth None, 8), 100 trees each
+    "hist_gradient_boosting": ("learning_rate=0.1",),  # 2 runs (max_leaf_nodes 15, 31)
+}
 # "floor": a raw ASGI app on the same uvicorn stack, answering fixed JSON (bench/floor.py).
 SERVER_NAMES = ("ours", "mlflow", "fastapi", "floor")
 # Settings a developer may have exported that would change what gets trained or served.
@@ -75,7 +81,7 @@ class ServerSpec:
     port: int
     ready_path: str
     predict_path: str
-    body_format: str  # "features" (ours, FastAPI) or "dataframe_split" (mlflow serve)
+    body_format: str  # "features" (ours, FastAPI), "records" (ours, named columns) or "dataframe_split" (mlflow)
 
     @property
     def url(self) -> str:
@@ -124,11 +130,17 @@ def run_step(argv: list[str], *, env: dict[str, str]) -> tuple[float, str]:
     return seconds, result.stdout
 
 
+def training_args(family: str, params: list[str] | tuple[str, ...]) -> list[str]:
+    """The `python -m training.experiments` arguments: the family, then each --param."""
+    return ["--model", family, *(arg for text in params for arg in ("--param", text))]
+
+
 def prepare_model(env: dict[str, str], training_args: list[str] | None = None) -> dict[str, float]:
-    """Train an iris sweep, promote the best and import it; return what each took.
+    """Train a sweep (iris unless the args name --data), promote the best and import it; return what each took.
 
     training_args go to `python -m training.experiments` (e.g. ["--model", "random_forest",
-    "--param", "n_estimators=100"]); without them it trains its default sweep.
+    "--param", "n_estimators=100"], or ["--data", FILE, "--target", COLUMN, ...]); without
+    them it trains its default iris sweep.
     """
     python = sys.executable
     command_s, output = run_step([python, "-m", "training.experiments", *(training_args or [])],
@@ -167,11 +179,26 @@ def make_spec(name: str) -> ServerSpec:
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
 
 
-def request_body(spec: ServerSpec, *, rows: list[list[float]], columns: list[str]) -> bytes:
-    """The JSON body that asks spec's server for predictions on rows."""
+def request_body(spec: ServerSpec, *, rows: list[list], columns: list[str]) -> bytes:
+    """The JSON body that asks spec's server for predictions on rows (None: a missing value)."""
     if spec.body_format == "dataframe_split":
         return json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+    if spec.body_format == "records":
+        return json.dumps({"records": [dict(zip(columns, row)) for row in rows]}).encode()
     return json.dumps({"features": rows}).encode()
+
+
+def served_model(server: RunningServer) -> dict:
+    """The "model" block of our service's GET /health: version, run, served_form, ..."""
+    try:
+        with urllib.request.urlopen(server.spec.url + "/health", timeout=10) as response:
+            model = json.loads(response.read()).get("model") or {}
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{server.spec.name}: GET /health failed: {error}") from None
+    if not model.get("served_form"):
+        raise BenchError(f"{server.spec.name}: GET /health names no model.served_form: "
+                         f"{str(model)[:200]}")
+    return model
 
 
 @not_ready_as_bench_error()

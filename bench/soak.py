@@ -18,16 +18,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from bench.load import LoadResult, ensure_hey, run_hey
-from bench.run import (
-    ONE_ROW,
+from bench.report import (
     RESULTS_DIR,
     configure_cli,
     describe_machine,
-    iris_rows,
     scratch_folder,
     warn_if_busy,
     without_nan,
 )
+from bench.run import ONE_ROW, iris_rows
 from bench.servers import (
     BenchError,
     RunningServer,
