@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from serving.core import check_range, check_row_count
+from serving.core import Scorer, check_range, check_row_count
 from serving.errors import RequestError
 from serving.openapi import Schemas, answer, body
 from serving.protocols import Adapter
 from serving.protocols.decode import load_json_object, read_rows, records_to_table
 from serving.protocols.native import REFUSALS, ErrorResponse
+from serving.protocols.records import RecordsReader
 from serving.schema import Table, TableSchema
 
 TAG = {"name": "MLflow scoring", "description": "What `mlflow models serve` answers, for MLflow's clients."}
@@ -233,6 +234,14 @@ class MlflowProtocol(Adapter):
 
     tag = TAG
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: RecordsReader | None = None
+
+    def bind(self, scorer: Scorer) -> None:
+        super().bind(scorer)
+        self.records = RecordsReader(scorer.model.schema, key="dataframe_records")
+
     def refuse(self, error: RequestError) -> tuple[int, bytes]:
         """MLflow's error document; every refusal of a body is a 400, as MLflow answers it."""
         status = 400 if error.status == 422 else error.status
@@ -243,8 +252,10 @@ class MlflowProtocol(Adapter):
         schema, max_rows = self.scorer.model.schema, self.scorer.limits.max_rows
         if call.media_type in CSV_CONTENT_TYPES:
             table = parse_csv(call.body, schema=schema, max_rows=max_rows)
-        else:
-            table = parse_mlflow_request(call.body, schema=schema, max_rows=max_rows)
+        else:  # dataframe_records typed as it is parsed; any other body read and checked as JSON
+            table = self.records.read(call.body, max_rows=max_rows)
+            if table is None:
+                table = parse_mlflow_request(call.body, schema=schema, max_rows=max_rows)
         _, predicted = self.scorer.score(table)
         return 200, json.dumps({"predictions": predicted.tolist()}).encode()
 

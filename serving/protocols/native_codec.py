@@ -13,6 +13,7 @@ import orjson
 from serving.core import MAX_ABS_FEATURE, check_row_count, first_out_of_range
 from serving.errors import RequestError
 from serving.protocols.decode import load_json_object, records_to_table, rows_to_array
+from serving.protocols.records import RecordsReader
 from serving.schema import Table, TableSchema
 
 _PLAIN_HEAD = b'{"features":'
@@ -85,6 +86,7 @@ class PredictRequestReader:
         self.max_rows = max_rows
         # Plain rows of numbers only make sense when every column is a number.
         self.plain_width = len(schema.features) if schema.all_numeric else 0
+        self.records = RecordsReader(schema, key="records", nullable=("features",))
 
     def read(self, body: bytes) -> Table:
         """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
@@ -109,6 +111,10 @@ class PredictRequestReader:
                     if X is not None:
                         check_row_count(len(X), max_rows=self.max_rows)
                         return Table.from_numbers(X)
+        # Records: typed by the schema as they are parsed (serving/protocols/records.py).
+        table = self.records.read(body, max_rows=self.max_rows)
+        if table is not None:
+            return table
         document = load_json_object(body, example=_PREDICT_EXAMPLE, values=_PREDICT_VALUES)
         extra = sorted(set(document) - set(PREDICT_KEYS))
         if extra:

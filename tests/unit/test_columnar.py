@@ -15,6 +15,7 @@ from serving.protocols import decode, mlflow_scoring
 from serving.protocols.decode import load_json_object, records_to_table
 from serving.protocols.mlflow_scoring import parse_mlflow_request
 from serving.protocols.native_codec import PredictRequestReader
+from serving.protocols.records import RecordsReader
 from serving.schema import CATEGORY, NUMBER, Feature, TableSchema
 
 pytestmark = pytest.mark.unit
@@ -39,6 +40,7 @@ def strict_only(monkeypatch) -> None:
     monkeypatch.setattr(decode, "_quick_load", lambda body: None)
     monkeypatch.setattr(decode, "read_rows", lambda *args, **kwargs: None)
     monkeypatch.setattr(mlflow_scoring, "read_rows", lambda *args, **kwargs: None)
+    monkeypatch.setattr(RecordsReader, "read", lambda *args, **kwargs: None)
 
 
 # JSON text written by hand, so that objects can repeat keys and strings can hold colons or
@@ -117,6 +119,56 @@ def test_block_reading_of_dataframe_split_agrees_with_reading_records(columns, d
         assert blocks == outcome(parse_mlflow_request, body, schema=MIXED, max_rows=3)
 
 
+# Bodies of records as text: keys may repeat, values may be anything JSON (or not) writes.
+record_values = st.one_of(
+    st.floats(-1e6, 1e6).map(json.dumps), st.integers(-2**70, 2**70).map(str),
+    st.sampled_from(['"a"', '"b"', '"zz"', '"10:30"', '"\\u003a"', '"u"', "null", "true", "NaN", "1e400", "1e101",
+                     "[1]", '{"k": 1}', '"1.5"', "1" + "0" * 30]))
+record_text = st.lists(st.tuples(st.sampled_from(["x", "c", "y", "d", "d", "e"]), record_values), max_size=6).map(
+    lambda pairs: "{" + ", ".join(f'"{key}": {value}' for key, value in pairs) + "}")
+good_record_text = st.tuples(record_values, record_values, record_values, record_values).map(
+    lambda v: '{"x": %s, "c": %s, "y": %s, "d": %s}' % v)
+records_bodies = st.builds(
+    lambda rows, head, tail: ("{" + head + '"records": [' + ", ".join(rows) + "]" + tail + "}").encode(),
+    st.lists(st.one_of(good_record_text, good_record_text, record_text), max_size=4),
+    st.sampled_from(["", '"features": null, ', '"features": [[1]], ', '"records": [], ']),
+    st.sampled_from(["", ', "features": null', ', "records": []', ', "extra": 1']))
+
+
+@settings(max_examples=800, deadline=None)
+@given(body=records_bodies)
+@example(body=b'{"records": [{"x": 1, "c": "a", "y": 2, "d": null, "x": 3}]}')
+@example(body=b'{"records": [], "records": [{"x": 1, "c": "a", "y": 2, "d": null}]}')
+@example(body=b'{"records": [{"x": 1, "c": "10:30", "y": 2, "d": "\\u003a", "y": 3}]}')
+def test_typed_records_agree_with_the_strict_reading(body):
+    """/predict's records: the typed reader takes only what the strict path takes, and reads it alike."""
+    quick = outcome(PredictRequestReader(schema=MIXED, max_rows=3).read, body)
+    with pytest.MonkeyPatch.context() as patch:
+        strict_only(patch)
+        assert quick == outcome(PredictRequestReader(schema=MIXED, max_rows=3).read, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=records_bodies.map(lambda body: body.replace(b'"records"', b'"dataframe_records"')
+                               .replace(b'"features"', b'"params"')))
+def test_typed_dataframe_records_agree_with_the_strict_reading(body):
+    def read(body: bytes):
+        table = RecordsReader(MIXED, key="dataframe_records").read(body, max_rows=3)
+        return parse_mlflow_request(body, schema=MIXED, max_rows=3) if table is None else table
+
+    quick = outcome(read, body)
+    with pytest.MonkeyPatch.context() as patch:
+        strict_only(patch)
+        assert quick == outcome(read, body)
+
+
+def test_typed_records_take_records_with_colons_in_text_and_a_null_features():
+    reader = RecordsReader(MIXED, key="records", nullable=("features",))
+    body = b'{"features": null, "records": [{"x": 1, "c": "10:30", "y": 2, "d": "a:b:c"}]}'
+    table = reader.read(body, max_rows=3)
+    assert table is not None and table.categorical.tolist() == [["10:30", "a:b:c"]]
+
+
 def refuse_slow_path(*args: object, **kwargs: object) -> None:
     raise AssertionError("a plain wide body took the slow path")
 
@@ -124,6 +176,7 @@ def refuse_slow_path(*args: object, **kwargs: object) -> None:
 def test_plain_records_take_the_quick_path_from_bytes_to_table(monkeypatch):
     monkeypatch.setattr(decode, "_strict_load", refuse_slow_path)
     monkeypatch.setattr(decode, "_records_one_by_one", refuse_slow_path)
+    monkeypatch.setattr(decode, "read_rows", refuse_slow_path)  # /predict's records: the typed reader
     rows = [{"x": 1.5, "c": "a", "y": -2, "d": None}, {"x": None, "c": "new: text", "y": 0.25, "d": "u"}]
     table = PredictRequestReader(schema=MIXED, max_rows=10).read(json.dumps({"records": rows}).encode())
     assert math.isnan(table.numeric[1, 0])

@@ -1,0 +1,78 @@
+"""Bodies of records (`{"records": [{column: value}]}`) read by a decoder typed from the model's schema."""
+
+# msgspec checks each value's type while it parses (numbers or null, text or null, every column
+# present, no other) and builds no dict per record: 1000 wide records in ~1.4 ms, where orjson
+# and block reads took ~4.3 ms. It keeps the last of repeated keys, and reads an integer beyond
+# 64 bits as the float it rounds to (the value the strict reader's table holds too), so a body it
+# takes is checked for repeated keys by its colons; any body it refuses or doubts goes to the
+# strict readers, which word every refusal.
+
+from __future__ import annotations
+
+from itertools import chain, repeat
+from operator import attrgetter
+
+import msgspec
+import numpy as np
+
+from serving.core import check_range, check_row_count
+from serving.schema import Table, TableSchema
+
+
+
+def _getter(names: list[str]):
+    """attrgetter(*names), always giving a tuple."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda record: (getattr(record, name),)
+    return attrgetter(*names) if names else (lambda record: ())
+
+
+class RecordsReader:
+    """Reads `{key: [records]}` (other keys only as null) for one schema; None where it is not certain."""
+
+    def __init__(self, schema: TableSchema, *, key: str, nullable: tuple[str, ...] = ()) -> None:
+        # The columns are attributes f0, f1, ... (a column's name need not be a Python name).
+        fields = [(f"f{j}", float | None if f.type == "number" else str | None, msgspec.field(name=f.name))
+                  for j, f in enumerate(schema.features)]
+        record = msgspec.defstruct("Record", fields, forbid_unknown_fields=True)
+        # The nullable keys (BentoML's clients send the unused argument as null) may be absent.
+        others = [(name, msgspec.UnsetType | None, msgspec.UNSET) for name in nullable]
+        self._decoder = msgspec.json.Decoder(msgspec.defstruct("Body", [(key, list[record]), *others],
+                                                               forbid_unknown_fields=True))
+        self._key, self._nullable = key, nullable
+        attribute = {f.name: f"f{j}" for j, f in enumerate(schema.features)}
+        self._numbers = _getter([attribute[name] for name in schema.numeric])
+        self._texts = _getter([attribute[name] for name in schema.categorical])
+        self._shape = len(schema.numeric), len(schema.categorical)
+        # The colons of a body outside its text: one per key, and those in the keys themselves.
+        self._colons_per_record = len(schema.features) + sum(name.count(":") for name in attribute)
+        self._colons_of = {name: 1 + name.count(":") for name in (key, *nullable)}
+
+    def read(self, body: bytes, *, max_rows: int) -> Table | None:
+        """The records as a Table (refused as the strict path would), or None: let the strict path read it."""
+        try:
+            document = self._decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        records = getattr(document, self._key)
+        present = [self._key, *(name for name in self._nullable if getattr(document, name) is not msgspec.UNSET)]
+        if not records or not self._no_repeated_keys(body, records, present):
+            return None
+        check_row_count(len(records), max_rows=max_rows)
+        numbers = np.array(list(map(self._numbers, records)), dtype=np.float64)  # None becomes NaN
+        texts = np.array(list(map(self._texts, records)), dtype=object)
+        return Table(numeric=check_range(numbers.reshape(len(records), self._shape[0])),
+                     categorical=texts.reshape(len(records), self._shape[1]))
+
+    def _no_repeated_keys(self, body: bytes, records: list, present: list[str]) -> bool:
+        """True if the body holds exactly the colons of its keys and of its text: no key twice."""
+        if b"\\" in body and b"\\u003" in body:  # an escaped colon is a colon the count misses
+            return False
+        colons = body.count(b":")
+        expected = sum(self._colons_of[name] for name in present) + len(records) * self._colons_per_record
+        if colons == expected:
+            return True
+        # Text with colons in it (times, URLs): count those too, in C-level passes over the text.
+        texts = list(filter(None, chain.from_iterable(map(self._texts, records))))
+        return colons == expected + sum(map(str.count, texts, repeat(":")))
