@@ -19,7 +19,6 @@ from serving.core import check_range, check_row_count
 from serving.schema import Table, TableSchema
 
 
-
 def _getter(names: list[str]):
     """attrgetter(*names), always giving a tuple."""
     if len(names) == 1:

@@ -127,7 +127,7 @@ record_values = st.one_of(
 record_text = st.lists(st.tuples(st.sampled_from(["x", "c", "y", "d", "d", "e"]), record_values), max_size=6).map(
     lambda pairs: "{" + ", ".join(f'"{key}": {value}' for key, value in pairs) + "}")
 good_record_text = st.tuples(record_values, record_values, record_values, record_values).map(
-    lambda v: '{"x": %s, "c": %s, "y": %s, "d": %s}' % v)
+    lambda v: f'{{"x": {v[0]}, "c": {v[1]}, "y": {v[2]}, "d": {v[3]}}}')
 records_bodies = st.builds(
     lambda rows, head, tail: ("{" + head + '"records": [' + ", ".join(rows) + "]" + tail + "}").encode(),
     st.lists(st.one_of(good_record_text, good_record_text, record_text), max_size=4),
