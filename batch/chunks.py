@@ -78,7 +78,7 @@ def score_chunks(job: Job, model: LoadedModel, writer: pq.ParquetWriter, *, firs
     rejected: list[pa.Table] = []
     row = first_row  # data rows counted from 1, as a person reading the file counts them
     for chunk in read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups):
-        part = chunk_to_table(chunk, model.schema)
+        part = chunk_to_table(chunk, model.schema, parse_text=job.source.kind == "csv")
         if len(part.refused):
             if job.rejects is None:
                 raise BadRow(describe_refusal(chunk, part.refused[0], part.columns[0], part.reasons[0], row=row))

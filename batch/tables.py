@@ -120,8 +120,11 @@ def _csv_chunks(path: Path, *, columns: list[str], chunk_rows: int) -> Iterator[
             yield pa.Table.from_batches(pending, schema=reader.schema)
 
 
-def chunk_to_table(chunk: pa.Table, schema: TableSchema) -> Chunk:
-    """The model's Table of a chunk's acceptable rows, and which rows are refused and why."""
+def chunk_to_table(chunk: pa.Table, schema: TableSchema, *, parse_text: bool = False) -> Chunk:
+    """The model's Table of a chunk's acceptable rows, and which rows are refused and why.
+
+    parse_text: text cells of number columns are read as numbers (a CSV's); else refused (Parquet's).
+    """
     rows = chunk.num_rows
     column_of = np.full(rows, None, dtype=object)
     reason_of = np.full(rows, None, dtype=object)
@@ -132,7 +135,7 @@ def chunk_to_table(chunk: pa.Table, schema: TableSchema) -> Chunk:
 
     numeric = np.empty((rows, len(schema.numeric)))
     for j, name in enumerate(schema.numeric):
-        numeric[:, j], bad, reason = _numbers_of(chunk.column(name))
+        numeric[:, j], bad, reason = _numbers_of(chunk.column(name), parse_text=parse_text)
         refuse(bad, name, reason)
         if first_out_of_range(numeric[:, j:j + 1]) is not None:
             refuse(np.abs(numeric[:, j]) > MAX_ABS_FEATURE, name,
@@ -153,16 +156,16 @@ def _plain(column: pa.ChunkedArray) -> pa.Array:
     return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
 
 
-def _numbers_of(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
+def _numbers_of(column: pa.ChunkedArray, *, parse_text: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """float64 values (NaN missing), the rows that are not numbers, and the reason."""
     array = _plain(column)
     kind = array.type
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_null(kind):
         values = pc.fill_null(pc.cast(array, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         return values, np.zeros(len(array), dtype=bool), ""
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if parse_text and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return _parse_numbers(array)
-    # Booleans, dates, lists...: /predict refuses true as a number too.
+    # Text in a typed file, booleans, dates...: /predict refuses "12" and true as numbers too.
     return np.full(len(array), np.nan), pc.is_valid(array).to_numpy(zero_copy_only=False), "not a number"
 
 
