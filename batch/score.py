@@ -53,8 +53,8 @@ class Summary:
     model_tag: str
 
 
-def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = None, keep: list[str] = (),
-               jobs: int = 1, cluster: str | None = None, rejects_path: Path | None = None,
+def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = None,
+               keep: list[str] | tuple[str, ...] = (), jobs: int = 1, cluster: str | None = None, rejects_path: Path | None = None,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = False) -> Summary:
     """Score every row of input_path into output_path (Parquet); refused rows into rejects_path, else fatal."""
     source = open_input(Path(input_path))
