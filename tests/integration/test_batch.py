@@ -200,3 +200,16 @@ def test_a_worker_killed_mid_job_fails_it_in_one_line_without_output(home, tmp_p
     assert stdout.strip().splitlines()[-1].startswith("error: the worker scoring rows 1-500 died")
     assert "Traceback" not in stdout + stderr
     assert leftovers(out) == []
+
+
+def test_a_missing_model_column_or_an_unreadable_file_is_refused_in_one_line(home, tmp_path, capsys):
+    write_accounts(tmp_path / "in.parquet", rows=20).drop(columns=["age"]).to_csv(tmp_path / "no-age.csv", index=False)
+    assert score_main(["--input", str(tmp_path / "no-age.csv"), "--output", str(tmp_path / "o.parquet")]) == 3
+    assert capsys.readouterr().out.startswith(f"error: {tmp_path / 'no-age.csv'}: no column 'age' (the model takes ")
+    (tmp_path / "garbage.parquet").write_bytes(b"not parquet at all")
+    assert score_main(["--input", str(tmp_path / "garbage.parquet"), "--output", str(tmp_path / "o.parquet")]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith(f"error: {tmp_path / 'garbage.parquet'}: cannot be read as parquet: ") and out.count("\n") == 1
+    assert score_main(["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "o.parquet")]) == 3
+    assert capsys.readouterr().out == f"error: {tmp_path / 'in.txt'}: not a .parquet, .pq or .csv file\n"
+    assert not (tmp_path / "o.parquet").exists()
