@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.errors import BadRow, UnknownModel
-from batch.tables import InputFile, chunk_to_table, output_table, read_chunks
+from batch.tables import Chunk, InputFile, chunk_to_table, output_table, read_chunks
 from serving.core import Limits, Scorer
 from serving.errors import one_line
 from serving.model import LoadedModel, load_model
@@ -100,7 +100,7 @@ def describe_refusal(chunk: pa.Table, index: int, column: str, reason: str, *, r
     return f"row {row + int(index)}, column {column!r}: {repr(value)[:40]} is {reason}"
 
 
-def rejects_table(chunk: pa.Table, part, job: Job, *, row: int) -> pa.Table:
+def rejects_table(chunk: pa.Table, part: Chunk, job: Job, *, row: int) -> pa.Table:
     """The refused rows of a chunk with their numbers and reasons."""
     taken = chunk.select(job.columns).take(pa.array(part.refused))
     arrays = [pa.array(part.refused + row, pa.int64()), pa.array(list(part.columns), pa.string()),
