@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 
 .PHONY: setup demo train import serve report test test-fast test-containers bench soak \
-        bench-containers bench-sweep build containerize clean
+        bench-containers bench-sweep bench-batch build containerize clean
 
 # PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
 # PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
@@ -93,6 +93,10 @@ test-containers: setup
 # A 24-point sweep of three families: sequential vs --jobs 2 vs a 2-worker local Dask cluster.
 bench-sweep: setup
 	$(PY) -m bench.sweep $(BENCH_ARGS)
+
+# Batch scoring of 1,000,000 rows, three families: score.py (1 job, --jobs 2, Dask) vs mlflow models predict.
+bench-batch: setup
+	$(PY) -m bench.batch $(BENCH_ARGS)
 
 bench-containers: setup
 	bench/containers.sh

@@ -1,0 +1,108 @@
+"""The model from the Bento store, and the loop that scores chunks into a Parquet writer: one process's work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch.errors import BadRow, UnknownModel
+from batch.tables import Chunk, InputFile, chunk_to_table, output_table, read_chunks
+from serving.core import Limits, Scorer
+from serving.errors import one_line
+from serving.model import LoadedModel, load_model
+
+# Rows per chunk (and per output row group) unless --chunk-rows says otherwise: big enough that
+# numpy's per-call costs vanish, small enough that a chunk's arrays stay a few tens of MiB.
+DEFAULT_CHUNK_ROWS = 65_536
+REJECT_FIELDS = [pa.field("row", pa.int64()), pa.field("column", pa.string()), pa.field("reason", pa.string())]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where an imported model's files are and what it says of itself: enough for a worker to load it."""
+
+    path: str
+    metadata: dict
+    tag: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every chunk of one job shares (sent once to each worker)."""
+
+    source: InputFile
+    columns: list[str]  # read from the input: kept, then the model's
+    keep: list[str]
+    chunk_rows: int
+    model: ModelFiles
+    schema: pa.Schema  # the output's
+    rejects: pa.Schema | None  # refused rows are collected in this shape rather than fatal
+
+
+def find_model(tag: str) -> ModelFiles:
+    """The Bento model of this tag, or UnknownModel in one line."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        bento_model = bentoml.models.get(tag)
+    except (BentoMLException, ValueError) as error:
+        raise UnknownModel(f"no model {tag!r} in the BentoML store ({one_line(error)}); "
+                           "import one with scripts/import_production.py") from None
+    return ModelFiles(path=str(bento_model.path), metadata=dict(bento_model.info.metadata), tag=str(bento_model.tag))
+
+
+def open_model(files: ModelFiles) -> LoadedModel:
+    """Verify and load the served form, as the service does at start-up."""
+    try:
+        return load_model(Path(files.path), files.metadata, tag=files.tag)
+    except Exception as error:  # noqa: BLE001 - a model that does not load is the tag's problem, in one line
+        raise UnknownModel(f"the model {files.tag} cannot be loaded: {one_line(error)}") from None
+
+
+def reject_schema(input_schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    """The rejects file: row number, column, reason, then the row's values as read."""
+    return pa.schema([*REJECT_FIELDS, *(input_schema.field(name) for name in columns)])
+
+
+def score_chunks(job: Job, model: LoadedModel, writer: pq.ParquetWriter, *, first_row: int,
+                 row_groups: list[int] | None = None,
+                 on_chunk: Callable[[int], None] = lambda rows: None) -> list[pa.Table]:
+    """Score the chunks of these row groups (all: None) into writer, one row group each; the refused rows."""
+    scorer = Scorer(model, limits=Limits(max_rows=job.chunk_rows), metrics=None)
+    rejected: list[pa.Table] = []
+    row = first_row  # data rows counted from 1, as a person reading the file counts them
+    for chunk in read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups):
+        part = chunk_to_table(chunk, model.schema, parse_text=job.source.kind == "csv")
+        if len(part.refused):
+            if job.rejects is None:
+                raise BadRow(describe_refusal(chunk, part.refused[0], part.columns[0], part.reasons[0], row=row))
+            rejected.append(rejects_table(chunk, part, job, row=row))
+        if len(part.table):
+            probabilities, predicted = scorer.score(part.table)
+        else:
+            probabilities, predicted = np.empty((0, len(model.class_names))), np.empty(0, dtype=np.int64)
+        table = output_table(chunk, part.scored, probabilities, predicted, keep=job.keep, schema=job.schema)
+        writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        row += chunk.num_rows
+        on_chunk(chunk.num_rows)
+    return rejected
+
+
+def describe_refusal(chunk: pa.Table, index: int, column: str, reason: str, *, row: int) -> str:
+    """`row 12, column 'age': 'abc' is not a number`: the one line of a bad row."""
+    value = chunk.column(column)[int(index)].as_py()
+    return f"row {row + int(index)}, column {column!r}: {repr(value)[:40]} is {reason}"
+
+
+def rejects_table(chunk: pa.Table, part: Chunk, job: Job, *, row: int) -> pa.Table:
+    """The refused rows of a chunk with their numbers and reasons."""
+    taken = chunk.select(job.columns).take(pa.array(part.refused))
+    arrays = [pa.array(part.refused + row, pa.int64()), pa.array(list(part.columns), pa.string()),
+              pa.array(list(part.reasons), pa.string()), *(taken.column(name).combine_chunks() for name in job.columns)]
+    return pa.Table.from_arrays(arrays, schema=job.rejects)
