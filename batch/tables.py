@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from batch.errors import BadInputFile
 from serving.core import MAX_ABS_FEATURE, first_out_of_range
-from serving.schema import Table, TableSchema
+from serving.schema import Table, TableSchema, TextCodes
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
@@ -141,14 +141,19 @@ def chunk_to_table(chunk: pa.Table, schema: TableSchema, *, parse_text: bool = F
             refuse(np.abs(numeric[:, j]) > MAX_ABS_FEATURE, name,
                    f"outside the accepted range -{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}")
     text = np.empty((rows, len(schema.categorical)), dtype=object)
+    indices = np.empty((rows, len(schema.categorical)), dtype=np.intp)
+    words = []
     for j, name in enumerate(schema.categorical):
-        text[:, j], bad = _texts_of(chunk.column(name))
+        indices[:, j], column_words, bad = _texts_of(chunk.column(name))
+        text[:, j] = column_words[indices[:, j]]
+        words.append(column_words)
         refuse(bad, name, "not text")
+    table = Table(numeric, text, TextCodes(indices, tuple(words)))
     refused = np.flatnonzero(column_of != None)
     if not len(refused):
-        return Chunk(Table(numeric, text), np.arange(rows), refused, column_of[refused], reason_of[refused])
+        return Chunk(table, np.arange(rows), refused, column_of[refused], reason_of[refused])
     scored = np.flatnonzero(column_of == None)
-    return Chunk(Table(numeric[scored], text[scored]), scored, refused, column_of[refused], reason_of[refused])
+    return Chunk(table.take(scored), scored, refused, column_of[refused], reason_of[refused])
 
 
 def _plain(column: pa.ChunkedArray) -> pa.Array:
@@ -200,19 +205,22 @@ def _first_unreadable(strings: pa.Array, bad: np.ndarray) -> int:
     return low
 
 
-def _texts_of(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """str or None objects, and the rows that are not text."""
+def _texts_of(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's index into the column's distinct values (str, then None for missing), those values,
+    and the rows that are not text."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    missing = np.zeros(len(array), dtype=np.intp), np.array([None], dtype=object)
     if pa.types.is_null(kind):
-        return np.full(len(array), None, dtype=object), np.zeros(len(array), dtype=bool)
+        return *missing, np.zeros(len(array), dtype=bool)
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return np.full(len(array), None, dtype=object), pc.is_valid(array).to_numpy(zero_copy_only=False)
-    # A column holds few distinct values: one str object each, picked by index (None for missing).
+        return *missing, pc.is_valid(array).to_numpy(zero_copy_only=False)
+    # A column holds few distinct values: one str object each, and an index per row (the encoder
+    # looks each distinct value up once: serving.schema.TextCodes).
     encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
     words = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
     indices = pc.fill_null(encoded.indices, len(words) - 1).to_numpy(zero_copy_only=False)
-    return words[indices], np.zeros(len(array), dtype=bool)
+    return indices.astype(np.intp, copy=False), words, np.zeros(len(array), dtype=bool)
 
 
 def input_schema(source: InputFile, columns: list[str]) -> pa.Schema:

@@ -65,14 +65,32 @@ class TableSchema:
 
 
 @dataclass(frozen=True)
+class TextCodes:
+    """The text columns as a reader with a dictionary holds them: each value an index into its column's words."""
+
+    indices: np.ndarray  # (rows, len(schema.categorical)) integers
+    words: tuple[np.ndarray, ...]  # per text column, object: its distinct values (str or None)
+
+    def take(self, rows: np.ndarray) -> TextCodes:
+        return TextCodes(self.indices[rows], self.words)
+
+
+@dataclass(frozen=True)
 class Table:
     """Rows to score: schema.numeric as float64 (NaN = missing), schema.categorical as str or None, in order."""
 
     numeric: np.ndarray  # (rows, len(schema.numeric)) float64
     categorical: np.ndarray  # (rows, len(schema.categorical)) object
+    # The same text, as indices into each column's few distinct values, when the reader has them
+    # (batch scoring: Arrow's dictionary): the encoder then looks up each distinct value once.
+    codes: TextCodes | None = None
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
+
+    def take(self, rows: np.ndarray) -> Table:
+        """These rows (indices) of the table."""
+        return Table(self.numeric[rows], self.categorical[rows], None if self.codes is None else self.codes.take(rows))
 
     @classmethod
     def from_numbers(cls, X: np.ndarray) -> Table:

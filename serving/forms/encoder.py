@@ -78,15 +78,21 @@ class Encoder:
         np.subtract(X, self.mean, out=scaled)
         scaled /= self.scale
         if self.categories:
-            # Every text value's output column in one C-level pass over the table (row-major: the
-            # lookups cycle along each row), then the ones set with one fancy assignment.
-            values = table.categorical.ravel().tolist()
-            width = len(self._lookups)
-            columns = np.fromiter(map(dict.get, islice(cycle(self._lookups), len(values)), values, repeat(-1)),
-                                  dtype=np.intp, count=len(values))
+            columns = self._text_columns(table)
             seen = columns >= 0
-            out[np.repeat(np.arange(rows), width)[seen], columns[seen]] = 1.0
+            out[np.repeat(np.arange(rows), len(self._lookups))[seen], columns[seen]] = 1.0
         return out
+
+    def _text_columns(self, table: Table) -> np.ndarray:
+        """Each text value's one-hot column in the output (-1: none), row-major, flat."""
+        if table.codes is not None:  # each distinct value looked up once, then picked by index
+            columns = [np.fromiter(map(lookup.get, words.tolist(), repeat(-1)), dtype=np.intp, count=len(words))
+                       [table.codes.indices[:, j]] for j, (lookup, words) in enumerate(zip(self._lookups, table.codes.words))]
+            return np.column_stack(columns).ravel()
+        # One C-level pass over the table (row-major: the lookups cycle along each row).
+        values = table.categorical.ravel().tolist()
+        return np.fromiter(map(dict.get, islice(cycle(self._lookups), len(values)), values, repeat(-1)),
+                           dtype=np.intp, count=len(values))
 
     def save(self, directory: Path) -> None:
         np.savez(directory / ENCODER_ARRAYS, fill=self.fill, mean=self.mean, scale=self.scale)

@@ -16,7 +16,7 @@ import pytest
 
 from serving.forms import FORMS, Unsupported, convert, load_predictor
 from serving.forms.encoder import Encoder
-from serving.schema import Table, TableSchema
+from serving.schema import Table, TableSchema, TextCodes
 from training.data import Dataset, Split, load_dataset, split_dataset
 from training.models import FAMILIES, MISSING_CATEGORY, GridPoint, build_pipeline, make_grid
 from training.runs import table_schema
@@ -207,6 +207,24 @@ def test_one_row_tables_with_text_give_the_numpy_paths_bits():
         twice = Table(numeric=np.repeat(row.numeric, 2, axis=0), categorical=np.repeat(row.categorical, 2, axis=0))
         assert predictor.encoder.encode_row(row.numeric[0].tolist(), row.categorical[0].tolist()) == \
             predictor.encoder.encode(twice)[0].tolist()  # the numpy path's bits
+
+
+def test_text_given_as_codes_encodes_as_text():
+    """Table.codes (indices into each column's distinct values, as batch scoring reads Arrow's
+    dictionaries) gives encode's numbers, unseen and missing text included."""
+    pipeline, schema, probe = case("mixed", "logistic_regression")
+    encoder = convert("linear", pipeline, schema).encoder
+    table = table_from_frame(probe, schema)
+    words, indices = [], np.empty(table.categorical.shape, dtype=np.intp)
+    for j in range(table.categorical.shape[1]):
+        column = table.categorical[:, j].tolist()
+        distinct = list(dict.fromkeys(column))[::-1]  # any order, None anywhere
+        indices[:, j] = [distinct.index(value) for value in column]
+        words.append(np.array(distinct, dtype=object))
+    coded = Table(table.numeric, table.categorical, TextCodes(indices, tuple(words)))
+    assert np.array_equal(encoder.encode(coded), encoder.encode(table))
+    rows = np.array([3, 0, 7])
+    assert np.array_equal(encoder.encode(coded.take(rows)), encoder.encode(table.take(rows)))
 
 
 def test_the_supported_table_covers_every_family_and_form():
