@@ -128,10 +128,13 @@ def chunk_to_table(chunk: pa.Table, schema: TableSchema, *, parse_text: bool = F
     rows = chunk.num_rows
     column_of = np.full(rows, None, dtype=object)
     reason_of = np.full(rows, None, dtype=object)
+    is_refused = np.zeros(rows, dtype=bool)
 
     def refuse(mask: np.ndarray, name: str, reason: str) -> None:
-        fresh = mask & (column_of == None)  # elementwise: a row's first refusal counts
-        column_of[fresh], reason_of[fresh] = name, reason
+        fresh = mask & ~is_refused  # a row's first refusal counts
+        if fresh.any():
+            column_of[fresh], reason_of[fresh] = name, reason
+            is_refused[fresh] = True
 
     numeric = np.empty((rows, len(schema.numeric)))
     for j, name in enumerate(schema.numeric):
@@ -149,10 +152,10 @@ def chunk_to_table(chunk: pa.Table, schema: TableSchema, *, parse_text: bool = F
         words.append(column_words)
         refuse(bad, name, "not text")
     table = Table(numeric, text, TextCodes(indices, tuple(words)))
-    refused = np.flatnonzero(column_of != None)
+    refused = np.flatnonzero(is_refused)
     if not len(refused):
         return Chunk(table, np.arange(rows), refused, column_of[refused], reason_of[refused])
-    scored = np.flatnonzero(column_of == None)
+    scored = np.flatnonzero(~is_refused)
     return Chunk(table.take(scored), scored, refused, column_of[refused], reason_of[refused])
 
 
