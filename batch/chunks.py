@@ -14,6 +14,7 @@ from batch.errors import BadRow, UnknownModel
 from batch.tables import Chunk, InputFile, chunk_to_table, output_table, read_chunks
 from serving.core import Limits, Scorer
 from serving.errors import one_line
+from serving.layout import NotInStore, find_in_store
 from serving.model import LoadedModel, load_model
 
 # Rows per chunk (and per output row group) unless --chunk-rows says otherwise: big enough that
@@ -46,15 +47,11 @@ class Job:
 
 def find_model(tag: str) -> ModelFiles:
     """The Bento model of this tag, or UnknownModel in one line."""
-    import bentoml
-    from bentoml.exceptions import BentoMLException
-
     try:
-        bento_model = bentoml.models.get(tag)
-    except (BentoMLException, ValueError) as error:
-        raise UnknownModel(f"no model {tag!r} in the BentoML store ({one_line(error)}); "
-                           "import one with scripts/import_production.py") from None
-    return ModelFiles(path=str(bento_model.path), metadata=dict(bento_model.info.metadata), tag=str(bento_model.tag))
+        path, metadata, full_tag = find_in_store(tag)
+    except NotInStore as error:
+        raise UnknownModel(f"{error}; import one with scripts/import_production.py") from None
+    return ModelFiles(path=str(path), metadata=metadata, tag=full_tag)
 
 
 def open_model(files: ModelFiles) -> LoadedModel:

@@ -71,3 +71,24 @@ def test_a_published_model_is_what_bentoml_finds_as_latest_and_latest_can_point_
     assert str(bentoml.models.get("m:latest").tag) == "m:v1"
     assert [str(m.tag) for m in bentoml.models.list("m")] == ["m:v1", "m:v2"]
     assert list(bento_store.model_store_path().parent.glob(f"{bento_store.STAGING_PREFIX}*")) == []
+
+
+def test_find_in_store_reads_the_store_as_bentoml_does(tmp_path):
+    """serving.layout.find_in_store (batch scoring's lookup, without importing bentoml.models) = bentoml.models.get."""
+    from serving.layout import NotInStore, find_in_store
+
+    metadata = {"version": "1", "metrics": {"f1": 0.75, "n": 3}, "features": ["a", "b"], "flag": True,
+                "schema": {"columns": [{"name": "x", "type": "double"}]}}
+    for tag in ("m:v1", "m:v2"):
+        source = tmp_path / "source" / tag.replace(":", "-")
+        source.mkdir(parents=True)
+        bento_store.publish(tag, source=source, labels={"l": "1"}, metadata={**metadata, "tag": tag},
+                            store_root=bento_store.model_store_path())
+    bento_store.point_latest(bento_store.model_store_path(), "m:v1")
+    for tag in ("m", "m:latest", "m:v2", "M:V2"):
+        stored = bentoml.models.get(tag)
+        assert find_in_store(tag) == (Path(stored.path), stored.info.metadata, str(stored.tag))
+    assert find_in_store("m")[2] == "m:v1"
+    for tag in ("m:v3", "nope", "../m:v1", "m:../../v1", "m:"):
+        with pytest.raises(NotInStore, match="BentoML"):
+            find_in_store(tag)
