@@ -202,6 +202,41 @@ def test_a_worker_killed_mid_job_fails_it_in_one_line_without_output(home, tmp_p
     assert leftovers(out) == []
 
 
+def test_a_cluster_that_loses_its_only_worker_fails_the_job_in_one_line(home, tmp_path):
+    """No worker left on a cluster (none to rerun on): the job fails at once, it does not wait for one."""
+    write_accounts(tmp_path / "in.parquet", rows=ROWS)
+    hold, out = tmp_path / "hold", tmp_path / "out"
+    hold.mkdir()
+    out.mkdir()
+    env = {**os.environ, "BATCH_HOLD": str(hold), "PYTHONPATH": str(REPO_ROOT)}
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        # One worker without a nanny: killed, nothing starts it again.
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "worker", cluster.scheduler_address,
+                                   "--no-nanny", "--nthreads", "1", "--memory-limit", "0", "--host", "127.0.0.1",
+                                   "--dashboard-address", "127.0.0.1:0"],
+                                  cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen([sys.executable, "scripts/score.py", "--input", str(tmp_path / "in.parquet"),
+                                    "--output", str(out / "scored.parquet"), "--cluster", cluster.scheduler_address,
+                                    *CHUNK],
+                                   cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not list(hold.glob("holding-*")):
+                assert process.poll() is None and time.monotonic() < deadline, "the first task never started"
+                time.sleep(0.1)
+            worker.kill()
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            (hold / "release").touch()
+            for running in (process, worker):
+                if running.poll() is None:
+                    running.kill()
+    assert process.returncode == 6, stdout + stderr
+    assert stdout.strip().splitlines()[-1].startswith("error: the Dask scheduler lost the part of rows from ")
+    assert "Traceback" not in stdout + stderr
+    assert leftovers(out) == []
+
+
 def test_a_missing_model_column_or_an_unreadable_file_is_refused_in_one_line(home, tmp_path, capsys):
     write_accounts(tmp_path / "in.parquet", rows=20).drop(columns=["age"]).to_csv(tmp_path / "no-age.csv", index=False)
     assert score_main(["--input", str(tmp_path / "no-age.csv"), "--output", str(tmp_path / "o.parquet")]) == 3
