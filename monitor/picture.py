@@ -15,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from training.cli import CommandError, configure_logging, run_command
@@ -120,8 +120,12 @@ def draw(panels: list[tuple[Panel, list[Series]]], *, title: str):
     fig, axes = plt.subplots(rows, 2, figsize=(14, 3.2 * rows), squeeze=False)
     for ax, (panel, lines) in zip(axes.flat, panels):
         for line in lines:
-            ax.plot([datetime.fromtimestamp(t, timezone.utc) for t in line.times], line.values,
+            ax.plot([datetime.fromtimestamp(t, UTC) for t in line.times], line.values,
                     label=line.legend, linewidth=1.2)
+        highest = max((max(line.values, default=0.0) for line in lines), default=0.0)
+        if panel.thresholds and highest > 10 * max(panel.thresholds):
+            # Linear up to the lowest threshold, logarithmic above: a PSI of 5 leaves 0.1 and 0.25 readable.
+            ax.set_yscale("symlog", linthresh=min(panel.thresholds))
         for value in panel.thresholds:
             ax.axhline(value, color="red" if value == max(panel.thresholds) else "orange",
                        linestyle="--", linewidth=1)
@@ -149,7 +153,7 @@ def render(base_url: str, *, output: Path, minutes: float = 30, window: str = "1
     step = max(minutes * 60 / POINTS, 1.0)
     drawn = [(panel, panel_series(base_url, panel, start=start, end=end, step=step, window=window))
              for panel in dashboard_panels()]
-    stamp = datetime.fromtimestamp(end, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M UTC")
     figure = draw(drawn, title=f"Classifier service: last {minutes:g} minutes to {stamp} ({base_url})")
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=90)

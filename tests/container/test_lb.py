@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,6 +99,29 @@ def test_the_lb_override_starts_mlflow_two_replicas_and_the_balancer_on_one_port
             if len(seen) == 2:
                 break
     assert len(seen) == 2, f"only {seen} answered in {ATTEMPTS} requests"
+
+
+def test_prometheus_of_the_monitoring_override_scrapes_both_replicas(lb_stack):
+    """docker-compose.monitoring.yml added to the running stack finds `service` and `service-2` by name."""
+    engine, suffix = lb_stack.engine, uuid.uuid4().hex[:8]
+    files = (*FILES, "-f", str(REPO_ROOT / "docker-compose.monitoring.yml"))
+    port, image = free_port(), f"classifier-prometheus-test:{suffix}"
+    env = {**lb_stack.env, "PROMETHEUS_PORT": str(port), "PROMETHEUS_IMAGE": image}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        engine.compose_run(lb_stack.project, *files, "build", "prometheus", env=env, timeout=BUILD_TIMEOUT)
+        engine.compose_run(lb_stack.project, *files, "up", "-d", "prometheus", env=env, timeout=BUILD_TIMEOUT)
+        wait_for_container(engine, lb_stack.container("prometheus"), f"{url}/-/ready")
+        for _ in range(ATTEMPTS):  # DNS discovery and the first scrapes take up to 30 s (15 s each)
+            up = httpx.get(f"{url}/api/v1/query", params={"query": 'up{job="classifier"}'}, timeout=10).json()
+            answering = [result for result in up["data"]["result"] if result["value"][1] == "1"]
+            if len(answering) == 2:
+                break
+            time.sleep(1.0)  # a poll, not a measured duration
+        assert len(answering) == 2, up
+    finally:
+        engine.run("rm", "-f", lb_stack.container("prometheus"), check=False)
+        engine.run("rmi", "--no-prune", "-f", image, check=False)
 
 
 def test_the_balancer_keeps_answering_when_a_replica_container_dies(lb_stack):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 import urllib.parse
@@ -26,9 +25,14 @@ from sklearn.datasets import load_iris
 
 from monitor.picture import RATE_INTERVAL, dashboard_panels, prometheus_get, render
 from monitor.prometheus import RULES_FILE, find_prometheus
-from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
-from tests.e2e.conftest import Server, start_server
-from tests.servers import launch_and_wait, metric_samples, start_on_free_port, stop_process_group
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import Server, imported_home, start_server
+from tests.servers import (
+    launch_and_wait,
+    metric_samples,
+    start_on_free_port,
+    stop_process_group,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,16 +47,7 @@ SETTLE_TIMEOUT = 60.0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
     """Promote and import in this module's own stores, then serve with LOG_FORMAT=json."""
-    directory = tmp_path_factory.mktemp("monitored")
-    shutil.copy(trained_template / "mlflow.db", directory / "mlflow.db")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_store(monkeypatch, directory)
-        home = use_bentoml_home(monkeypatch, directory / "bentoml")
-        from release.importer import import_production
-        from training.promote import promote_best
-
-        promote_best()
-        import_production()
+    with imported_home(tmp_path_factory.mktemp("monitored"), trained_template) as (_, home):
         running = start_server(home=home, env={"LOG_FORMAT": "json"})
     yield running
     stop_process_group(running.process)

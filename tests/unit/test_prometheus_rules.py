@@ -31,7 +31,7 @@ def promtool() -> str:
 
 
 def _promtool(promtool: str, *args: str, cwd: Path = RULES_FILE.parent) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _alerts() -> list[dict]:
