@@ -20,9 +20,8 @@ JOB = "classifier"
 
 
 def find_prometheus() -> str | None:
-    """The prometheus binary (Debian's package puts it in /usr/bin), or None."""
-    return shutil.which("prometheus") or next(
-        (path for path in ("/usr/bin/prometheus", "/usr/local/bin/prometheus") if os.access(path, os.X_OK)), None)
+    """The prometheus binary on PATH (Debian's package puts it in /usr/bin), or None."""
+    return shutil.which("prometheus")
 
 
 def local_config(targets: list[str], *, scrape_interval: str | None = None,

@@ -12,12 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import (
-    BUILD_TIMEOUT,
-    Engine,
-    published_ports,
-    wait_for_container,
-)
+from tests.container.conftest import Engine, compose_build_up, published_ports
 
 pytestmark = pytest.mark.container
 
@@ -47,16 +42,8 @@ def prometheus_stack(engine: Engine) -> Iterator[PrometheusStack]:
            "MLFLOW_PORT": str(free_port()), "SERVICE_PORT": str(free_port())}
     url = f"http://127.0.0.1:{port}"
     try:
-        built = engine.compose_run(project, *FILES, "build", "prometheus", env=env, timeout=BUILD_TIMEOUT)
-        # podman-compose 1.0.3 exits 0 when podman fails: check what it was meant to do.
-        if engine.run("image", "inspect", image, check=False).returncode != 0:
-            raise RuntimeError(f"compose build made no image {image}:\n{(built.stdout + built.stderr)[-3000:]}")
-        up = engine.compose_run(project, *FILES, "up", "-d", "prometheus", env=env, timeout=BUILD_TIMEOUT)
-        try:
-            container = engine.container_of(project, "prometheus")
-        except LookupError as error:
-            raise RuntimeError(f"{error}:\n{(up.stdout + up.stderr)[-3000:]}") from None
-        wait_for_container(engine, container, f"{url}/-/ready")
+        compose_build_up(engine, project, FILES, service="prometheus", image=image, env=env,
+                         ready_url=f"{url}/-/ready", up=("up", "-d", "prometheus"))
         yield PrometheusStack(engine, project, url, env)
     finally:
         engine.compose_run(project, *FILES, "down", "-v", env=env, check=False, timeout=300)

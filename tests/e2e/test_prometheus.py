@@ -1,7 +1,7 @@
 """Monitoring end to end: Debian's prometheus scrapes a real `bentoml serve` with the shipped rules.
 
-Prometheus is started by the documented command (`python -m monitor.prometheus`), with 1 s scrape
-and evaluation intervals instead of the shipped 15 s (no waits of minutes); the rules and the job
+Prometheus is started by the documented command (`python -m monitor.prometheus`), with 2 s scrape
+and 1 s evaluation intervals instead of the shipped 15 s (no waits of minutes); the rules and the job
 are the shipped ones. The service logs with LOG_FORMAT=json, and its log is read back. The tests
 run in file order: normal traffic first (no alert, every dashboard panel has data), then traffic
 far outside the training ranges (the drift alert names the drifting features), then the picture.
@@ -33,6 +33,7 @@ from tests.servers import (
     start_on_free_port,
     stop_process_group,
 )
+from training.cli import CommandError
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
 
 @pytest.fixture(scope="module")
 def prometheus(server: Server, tmp_path_factory: pytest.TempPathFactory):
-    """`python -m monitor.prometheus` scraping the server every second; its URL."""
+    """`python -m monitor.prometheus` scraping the server every 2 s; its URL."""
     if find_prometheus() is None:
         pytest.skip("prometheus is not installed (Debian/Ubuntu: apt-get install -y prometheus)")
     data = tmp_path_factory.mktemp("prometheus")
@@ -63,7 +64,7 @@ def prometheus(server: Server, tmp_path_factory: pytest.TempPathFactory):
 
     def start(port: int):
         argv = [sys.executable, "-m", "monitor.prometheus", "--target", target, "--listen", f"127.0.0.1:{port}",
-                "--data", str(data), "--scrape-interval", "1s", "--evaluation-interval", "1s"]
+                "--data", str(data), "--scrape-interval", "2s", "--evaluation-interval", "1s"]
         url = f"http://127.0.0.1:{port}"
         return url, launch_and_wait(argv, ready_url=f"{url}/-/ready", log=data / f"prometheus-{port}.log",
                                     env=dict(os.environ), cwd=REPO_ROOT, timeout=60)
@@ -185,3 +186,8 @@ def test_the_picture_draws_every_panel_from_range_queries(prometheus, normal_tra
     counts = render(prometheus, output=output, minutes=5, window=WINDOW)
     assert [title for title, count in counts.items() if count == 0] == []
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_query_prometheus_refuses_is_one_readable_error(prometheus):
+    with pytest.raises(CommandError, match=r"^Prometheus refused 'sum\(': .*parse error"):
+        prometheus_get(prometheus, "/api/v1/query", {"query": "sum("})

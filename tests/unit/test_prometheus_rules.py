@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import yaml
 
 from monitor.picture import dashboard_panels
 from monitor.prometheus import CONFIG_FILE, RULES_FILE, write_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +101,24 @@ def test_the_dashboard_panels_use_the_provisioned_data_source():
     assert len(titles) == len(set(titles)) == len(dashboard["panels"])
     psi = next(panel for panel in dashboard_panels() if "PSI" in panel.title)
     assert psi.thresholds == [0.1, 0.25]
+
+
+def _command(module: str, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_the_prometheus_command_without_prometheus_says_so_in_one_line(tmp_path):
+    result = _command("monitor.prometheus", "--data", str(tmp_path), path=str(tmp_path))  # a PATH without it
+    assert result.returncode == 1
+    assert result.stdout + result.stderr == \
+        "error: prometheus is not installed (Debian/Ubuntu: apt-get install -y prometheus)\n"
+
+
+def test_the_picture_of_an_unreachable_prometheus_is_one_line_and_no_file(tmp_path):
+    output = tmp_path / "monitoring.png"
+    result = _command("monitor.picture", "--prometheus", f"http://127.0.0.1:{free_port()}", "--output", str(output))
+    assert result.returncode == 1 and not output.exists()
+    (line,) = (result.stdout + result.stderr).splitlines()
+    assert line.startswith("error: cannot query Prometheus at http://127.0.0.1:") and "refused" in line
