@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 
 .PHONY: setup demo train import serve report test test-fast test-containers bench soak \
-        bench-containers bench-sweep bench-batch build containerize clean
+        bench-containers bench-sweep bench-batch build containerize prometheus picture clean
 
 # PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
 # PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
@@ -87,6 +87,16 @@ containerize: build
 	  $(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:$(MODEL_IN_IMAGE)
 	$(ENGINE) tag classification_service:$(MODEL_IN_IMAGE) classification_service:latest
 
+# Debian's prometheus with deploy/prometheus's config and rules, scraping `make serve` (HOST:PORT);
+# its UI and API on 127.0.0.1:9090, its data in .prometheus/. `make picture` draws the dashboard
+# of the last MINUTES minutes from it into monitoring.png.
+prometheus: setup
+	$(PY) -m monitor.prometheus --target $(HOST):$(PORT)
+
+MINUTES ?= 30
+picture: setup
+	$(PY) -m monitor.picture --minutes $(MINUTES) --output monitoring.png
+
 test-containers: setup
 	$(PY) -m pytest -m container
 
@@ -102,4 +112,5 @@ bench-containers: setup
 	bench/containers.sh
 
 clean:
-	rm -rf $(VENV) .venv-3.* mlflow.db mlartifacts .pytest_cache .hypothesis reports *.egg-info bench/results
+	rm -rf $(VENV) .venv-3.* mlflow.db mlartifacts .pytest_cache .hypothesis reports *.egg-info bench/results \
+	  .prometheus monitoring.png

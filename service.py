@@ -17,12 +17,18 @@ from pydantic import Field
 
 from serving.core import Limits
 from serving.http import JsonErrors, ServingApp, in_front_of
+from serving.logs import configure_logging
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
 from serving.protocols.native import PredictResponse
 from serving.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+# At import, because that is the first moment our code runs: `bentoml serve` imports this module in
+# its own process and in each worker right after setting up BentoML's logging, before either logs
+# a line of its own. LOG_FORMAT=json: every line after this one is a JSON object.
+configure_logging(get_settings().log_format)
 
 http_app = ServingApp()
 

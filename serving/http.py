@@ -114,6 +114,8 @@ class ServingApp:
         self.limits, self.deadlines = limits, BodyDeadlines(limits.request_timeout)
         self.api_key = api_key.encode() if api_key else None
         self.metrics, self.fast_path = metrics, fast_path
+        if metrics is not None:
+            metrics.expect(route.label for route in self.routes.routes if "POST" in route.methods)
         scorer = Scorer(model, limits=limits, metrics=metrics)
         for adapter in self.adapters.values():
             adapter.bind(scorer)
@@ -150,12 +152,16 @@ class ServingApp:
                               else (error.status, error_body(error.message)))
             if self.metrics is not None:
                 self.metrics.reject(error.reason)
+            if logger.isEnabledFor(logging.INFO):  # LOG_FORMAT=json (serving/logs.py); else no cost
+                logger.info("refused %s %s: %s", scope["method"], path, error.message,
+                            extra={"route": route.label if route else path, "status": status, "reason": error.reason})
             if status == 405:
                 headers = [*headers, (b"allow", route.allow)]
             elif status == 401:
                 headers = [*headers, (b"www-authenticate", b"Bearer")]
         except Exception:  # a bug of ours: answer in JSON, keep serving, log the traceback
-            logger.exception("unexpected error on %s", path)
+            logger.exception("unexpected error on %s", path,
+                             extra={"route": route.label if route else path, "status": 500, "reason": "internal"})
             status, answer = 500, error_body("internal error; the server log has the details")
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", b"%d" % len(answer))]})

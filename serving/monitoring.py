@@ -144,6 +144,14 @@ class ServiceMetrics:
                 ["feature"], multiprocess_mode="mostrecent")
             self.psi: list | None = None  # the gauges' children, made when they first have a value
 
+    def expect(self, endpoints) -> None:
+        """Export the answered (200) series of these endpoints at zero, before their first request."""
+        # Prometheus takes a series' first value as its start: requests counted before the first
+        # scrape that saw the series would never show in rate() (nor in ClassifierNoTraffic).
+        for endpoint in endpoints:
+            if (endpoint, 200) not in self._latency_children:
+                self._latency_children[(endpoint, 200)] = self.latency.labels(endpoint, "200")
+
     def observe(self, X: np.ndarray, predicted: np.ndarray) -> None:
         """Count one answered request: its rows and the predicted class indices (kept, not copied)."""
         self._answered.append((X, predicted))

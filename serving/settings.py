@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
     # Answer our routes ahead of BentoML's middleware (README "Performance"); off: BentoML runs
     # the declared predict API after our checks.
     fast_path: bool = Field(True, alias="FAST_PATH")
+    # "json": one JSON object per log line, refusals and errors with route, status and reason (serving/logs.py).
+    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
 
 
 @lru_cache

@@ -143,6 +143,8 @@ REQUIRABLE = {
     "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
     "nginx": lambda item: item.module.__name__.endswith("test_failover"),
     "browser": lambda item: item.module.__name__.endswith("test_swagger_page"),
+    # Tests that run Debian's promtool or prometheus binaries (the fixtures skip without them).
+    "prometheus": lambda item: bool({"promtool", "prometheus"} & set(getattr(item, "fixturenames", ()))),
 }
 
 

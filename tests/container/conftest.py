@@ -317,6 +317,22 @@ def service_container(engine: Engine, service_image: str) -> Iterator[RunningSer
         engine.run("rm", "-f", name, check=False)
 
 
+def compose_build_up(engine: Engine, project: str, files: tuple[str, ...], *, service: str, image: str,
+                     env: dict[str, str], ready_url: str, up: tuple[str, ...] = ("up", "-d")) -> str:
+    """Build service's image, run compose `up`, wait until ready_url answers 200; service's container."""
+    built = engine.compose_run(project, *files, "build", service, env=env, timeout=BUILD_TIMEOUT)
+    # podman-compose 1.0.3 exits 0 when podman fails: check what it was meant to do.
+    if engine.run("image", "inspect", image, check=False).returncode != 0:
+        raise RuntimeError(f"compose build made no image {image}:\n{_tail(built)}")
+    started = engine.compose_run(project, *files, *up, env=env, timeout=BUILD_TIMEOUT)
+    try:
+        container = engine.container_of(project, service)
+    except LookupError as error:
+        raise RuntimeError(f"{error}:\n{_tail(started)}") from None
+    wait_for_container(engine, container, ready_url)
+    return container
+
+
 def wait_for_container(engine: Engine, container: str, url: str) -> float:
     """Poll url until 200 while the container runs; fail with its logs otherwise."""
 

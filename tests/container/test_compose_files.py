@@ -36,7 +36,8 @@ def _host_ip(entry: object) -> str | None:
 
 def test_the_compose_files_are_the_ones_the_readme_names():
     names = {path.name for path in COMPOSE_FILES}
-    assert {"docker-compose.yml", "docker-compose.postgres.yml", "docker-compose.lb.yml"} <= names
+    assert {"docker-compose.yml", "docker-compose.postgres.yml", "docker-compose.lb.yml",
+            "docker-compose.monitoring.yml"} <= names
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
@@ -46,10 +47,22 @@ def test_every_published_port_is_on_127_0_0_1(path):
 
 
 def test_the_ports_the_readme_names_are_published():
-    """MLFLOW_PORT and SERVICE_PORT (docker-compose.yml) and LB_PORT (the balancer) move them."""
+    """MLFLOW_PORT and SERVICE_PORT (docker-compose.yml), LB_PORT (the balancer) and PROMETHEUS_PORT move them."""
     published = {(path.name, service): str(entry) for path in COMPOSE_FILES
                  for service, entry in _published(path)}
     assert published[("docker-compose.yml", "mlflow")] == "127.0.0.1:${MLFLOW_PORT:-5000}:5000"
     assert published[("docker-compose.yml", "service")] == "127.0.0.1:${SERVICE_PORT:-3000}:3000"
     assert published[("docker-compose.lb.yml", "lb")] == "127.0.0.1:${LB_PORT:-8080}:8080"
+    assert published[("docker-compose.monitoring.yml", "prometheus")] == "127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"
     assert not any(service == "postgres" for _, service in published)
+
+
+def test_the_monitoring_override_builds_prometheus_from_the_shipped_config_and_rules():
+    """Its image is built from deploy/prometheus, which holds the config, the rules and their tests."""
+    override = yaml.safe_load((REPO_ROOT / "docker-compose.monitoring.yml").read_text())
+    (name,) = override["services"]
+    context = REPO_ROOT / override["services"][name]["build"]
+    dockerfile = (context / "Dockerfile").read_text()
+    for shipped in ("prometheus.yml", "alerts.yml", "alerts.test.yml"):
+        assert (context / shipped).is_file() and shipped in dockerfile
+    assert "promtool test rules alerts.test.yml" in dockerfile

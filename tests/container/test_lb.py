@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,8 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import (BUILD_TIMEOUT, ComposeStack, Engine, published_ports,
-                                      wait_for_container)
+from tests.container.conftest import ComposeStack, Engine, compose_build_up, published_ports
 
 pytestmark = pytest.mark.container
 
@@ -46,18 +46,8 @@ def lb_stack(engine: Engine, compose_stack: ComposeStack, service_image: str) ->
         env.pop(name, None)
     url = f"http://127.0.0.1:{port}"
     try:
-        built = engine.compose_run(project, *FILES, "build", "lb", env=env, timeout=BUILD_TIMEOUT)
-        # podman-compose 1.0.3 exits 0 when podman fails: check what it was meant to do.
-        if engine.run("image", "inspect", lb_image, check=False).returncode != 0:
-            output = (built.stdout + built.stderr)[-3000:]
-            raise RuntimeError(f"compose build made no image {lb_image}:\n{output}")
-        up = engine.compose_run(project, *FILES, "up", "-d", env=env, timeout=BUILD_TIMEOUT)
-        try:
-            balancer = engine.container_of(project, "lb")
-        except LookupError as error:
-            raise RuntimeError(f"{error}:\n{(up.stdout + up.stderr)[-3000:]}") from None
         # 200 from /health through the balancer: at least one replica is ready behind it.
-        wait_for_container(engine, balancer, f"{url}/health")
+        compose_build_up(engine, project, FILES, service="lb", image=lb_image, env=env, ready_url=f"{url}/health")
         yield LbStack(engine, project, url, env)
     finally:
         engine.compose_run(project, *FILES, "down", "-v", env=env, check=False, timeout=300)
@@ -98,6 +88,28 @@ def test_the_lb_override_starts_mlflow_two_replicas_and_the_balancer_on_one_port
             if len(seen) == 2:
                 break
     assert len(seen) == 2, f"only {seen} answered in {ATTEMPTS} requests"
+
+
+def test_prometheus_of_the_monitoring_override_scrapes_both_replicas(lb_stack):
+    """docker-compose.monitoring.yml added to the running stack finds `service` and `service-2` by name."""
+    engine, suffix = lb_stack.engine, uuid.uuid4().hex[:8]
+    files = (*FILES, "-f", str(REPO_ROOT / "docker-compose.monitoring.yml"))
+    port, image = free_port(), f"classifier-prometheus-test:{suffix}"
+    env = {**lb_stack.env, "PROMETHEUS_PORT": str(port), "PROMETHEUS_IMAGE": image}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        compose_build_up(engine, lb_stack.project, files, service="prometheus", image=image, env=env,
+                         ready_url=f"{url}/-/ready", up=("up", "-d", "prometheus"))
+        for _ in range(ATTEMPTS):  # DNS discovery and the first scrapes take up to 30 s (15 s each)
+            up = httpx.get(f"{url}/api/v1/query", params={"query": 'up{job="classifier"}'}, timeout=10).json()
+            answering = [result for result in up["data"]["result"] if result["value"][1] == "1"]
+            if len(answering) == 2:
+                break
+            time.sleep(1.0)  # a poll, not a measured duration
+        assert len(answering) == 2, up
+    finally:
+        engine.run("rm", "-f", lb_stack.container("prometheus"), check=False)
+        engine.run("rmi", "--no-prune", "-f", image, check=False)
 
 
 def test_the_balancer_keeps_answering_when_a_replica_container_dies(lb_stack):

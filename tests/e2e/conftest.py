@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +74,10 @@ def start_server(*, home: Path, env: dict[str, str] | None = None, timeout: floa
     return start_on_free_port(start)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
-    """Promote and import in this module's own stores, then serve the result."""
-    directory = tmp_path_factory.mktemp("served")
+@contextlib.contextmanager
+def imported_home(directory: Path, trained_template: Path) -> Iterator[tuple[str, Path]]:
+    """Inside: a copy of the trained store in directory, promoted and imported there, and the
+    environment pointing at it (servers started inside inherit it); its tracking URI and BentoML home."""
     shutil.copy(trained_template / "mlflow.db", directory / "mlflow.db")
     with pytest.MonkeyPatch.context() as monkeypatch:
         settings = use_store(monkeypatch, directory)
@@ -85,7 +87,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
 
         promote_best()
         import_production()
+        yield settings.tracking_uri, home
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, trained_template: Path):
+    """Promote and import in this module's own stores, then serve the result."""
+    with imported_home(tmp_path_factory.mktemp("served"), trained_template) as (tracking_uri, home):
         server = start_server(home=home)
-        server = Server(server.url, settings.tracking_uri, home, server.process, server.log)
+        server = Server(server.url, tracking_uri, home, server.process, server.log)
     yield server
     stop_process_group(server.process)
