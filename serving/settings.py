@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # Answer our routes ahead of BentoML's middleware (README "Performance"); off: BentoML runs
     # the declared predict API after our checks.
     fast_path: bool = Field(True, alias="FAST_PATH")
+    # A second imported model (Bento tag) scoring every accepted request in the shadow
+    # (serving/shadow.py), and how many answered requests may wait for it before some are dropped.
+    shadow_model_tag: str | None = Field(None, alias="SHADOW_MODEL_TAG")
+    shadow_queue_size: int = Field(1000, alias="SHADOW_QUEUE_SIZE", gt=0)
 
 
 @lru_cache
