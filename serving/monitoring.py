@@ -222,7 +222,7 @@ class ShadowScore(NamedTuple):
     predicted: np.ndarray  # production's class index per row
     challenger_probabilities: np.ndarray
     challenger_predicted: np.ndarray
-    seconds: float
+    seconds: list[float]  # the challenger's time for each request timed (some requests are scored together)
 
 
 class ShadowMetrics:
@@ -239,7 +239,8 @@ class ShadowMetrics:
             "shadow_probability_difference",
             "Per row: the mean over the classes of |challenger - production| probability", ["challenger"],
             buckets=(0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)).labels(challenger)
-        self.latency = prom.Histogram("shadow_latency_seconds", "The challenger's time to score one request",
+        self.latency = prom.Histogram("shadow_latency_seconds",
+                                      "The challenger's time to score one request (one-row requests: a sample)",
                                       ["challenger"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                                0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
                                       ).labels(challenger)
@@ -262,7 +263,7 @@ class ShadowMetrics:
         if agreed:
             self.agreements.inc(agreed)
         observe_all(self.difference, np.abs(challenger - production).mean(axis=1).tolist())
-        observe_all(self.latency, [score.seconds for score in scored])
+        observe_all(self.latency, [seconds for score in scored for seconds in score.seconds])
         for index, count in enumerate(np.bincount(chosen, minlength=len(self.by_class)).tolist()):
             if count:
                 self.by_class[index].inc(count)
