@@ -192,13 +192,19 @@ def request_body(spec: ServerSpec, *, rows: list[list], columns: list[str]) -> b
     return json.dumps({"features": rows}).encode()
 
 
+def fetch_json(server: RunningServer, path: str) -> dict:
+    """The JSON object a server answers to GET path; BenchError when it does not."""
+    try:
+        with urllib.request.urlopen(server.spec.url + path, timeout=10) as response:
+            answer = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{server.spec.name}: GET {path} failed: {error}") from None
+    return answer if isinstance(answer, dict) else {}
+
+
 def served_model(server: RunningServer) -> dict:
     """The "model" block of our service's GET /health: version, run, served_form, ..."""
-    try:
-        with urllib.request.urlopen(server.spec.url + "/health", timeout=10) as response:
-            model = json.loads(response.read()).get("model") or {}
-    except (OSError, ValueError) as error:
-        raise BenchError(f"{server.spec.name}: GET /health failed: {error}") from None
+    model = fetch_json(server, "/health").get("model") or {}
     if not model.get("served_form"):
         raise BenchError(f"{server.spec.name}: GET /health names no model.served_form: "
                          f"{str(model)[:200]}")
@@ -239,11 +245,7 @@ def wait_for_http(url: str, **options) -> float:
 
 def check_shadow(server: RunningServer) -> None:
     """BenchError unless the server's GET /metadata says its challenger is scoring."""
-    try:
-        with urllib.request.urlopen(server.spec.url + "/metadata", timeout=10) as response:
-            shadow = json.loads(response.read()).get("shadow") or {}
-    except (OSError, ValueError) as error:
-        raise BenchError(f"{server.spec.name}: GET /metadata failed: {error}") from None
+    shadow = fetch_json(server, "/metadata").get("shadow") or {}
     if shadow.get("status") != "scoring":
         raise BenchError(f"{server.spec.name}: the challenger is not scoring: {str(shadow)[:200]}")
 

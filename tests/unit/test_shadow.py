@@ -180,3 +180,23 @@ def test_a_challenger_that_does_not_load_leaves_production_answering(production)
     app = ServingApp()
     app.bind(production, limits=LIMITS, api_key=None, shadow=shadow)
     assert _answers(app)[0][0] == 200
+
+
+def _load(p99_ms: float, rps: float) -> dict:
+    return {"rows": 1, "concurrency": 8, "rps": rps, "rows_per_s": rps, "p50_ms": 0.5, "p99_ms": p99_ms,
+            "p99_worst_ms": p99_ms, "errors": 0, "requests": 100}
+
+
+def test_the_bench_prints_shadow_on_and_off_side_by_side_and_its_goal():
+    from bench.rounds import Load
+    from bench.run import check_targets, format_report
+
+    summary = {name: {"cold_start_s": 1.0, "rss_mb": 200.0, "loads": {"c=8": _load(p99, rps)}}
+               for name, p99, rps in (("ours", 2.0, 9000.0), ("shadow", 2.6, 8000.0))}
+    targets = check_targets(summary, batch=Load(1000, 8))
+    goal = next(item for item in targets if "shadow on" in item["target"])
+    assert goal["goal"] and goal["values"] == [pytest.approx(1.3)] and goal["passed"] is False
+    training = {"runs": 6, "train_runs_s": 1.0, "train_command_s": 2.0, "promote_s": 1.0, "import_s": 1.0}
+    report = format_report(summary, targets, training, shadow={"rows": 5000, "dropped": 3, "errors": 0})
+    assert ("shadow at c=8: p99 2.60 ms on, 2.00 ms off (1.30x); req/s 8000 on, 9000 off (0.89x); "
+            "the challenger scored 5000 rows, dropped 3 requests, failed 0") in report
