@@ -88,9 +88,10 @@ class Shadow:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self.drain():
-                self._stop.wait(POLL_SECONDS)
+        # A pause after every pass, busy or not: under load the requests then come in batches, and
+        # the thread wants the GIL a hundred times a second, not after each request.
+        while not self._stop.wait(POLL_SECONDS):
+            self.drain()
 
     def drain(self) -> int:
         """Score every request waiting now with the challenger and count the comparison; how many."""
