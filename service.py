@@ -22,6 +22,7 @@ from serving.model import load_model
 from serving.monitoring import ServiceMetrics
 from serving.protocols.native import PredictResponse
 from serving.settings import get_settings
+from serving.shadow import load_shadow
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,12 @@ class ClassificationService:
         metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)
         limits = Limits(max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
                         request_timeout=settings.request_timeout)
-        http_app.bind(model, limits=limits, api_key=settings.api_key, metrics=metrics, fast_path=settings.fast_path)
+        # The challenger, if any: loaded and checked like the model, but its failures never stop
+        # the service (README "A challenger in the shadow").
+        shadow = (load_shadow(settings.shadow_model_tag, production=model, limits=limits,
+                              queue_size=settings.shadow_queue_size) if settings.shadow_model_tag else None)
+        http_app.bind(model, limits=limits, api_key=settings.api_key, metrics=metrics, fast_path=settings.fast_path,
+                      shadow=shadow)
         # BentoML starts uvicorn with its access log on, and uvicorn formats each request's client
         # address and quoted path for it whenever "uvicorn.access" has a handler, here the root
         # logger's, only for the record to be dropped below WARNING. Without handlers of its own
@@ -84,6 +90,8 @@ class ClassificationService:
         access.handlers, access.propagate = [], False
         # Everything loaded so far lives as long as the process: keep it out of the GC's scans.
         gc.freeze()
+        if shadow is not None:
+            shadow.start()  # in this worker process: one thread each
         logger.info("serving %s version %s (%s), fast path %s", model.summary["name"],
                     model.summary["version"], self.bento_model.tag, "on" if settings.fast_path else "off")
 

@@ -48,10 +48,12 @@ from bench.servers import (
     RunningServer,
     ServerSpec,
     bench_env,
+    check_shadow,
     make_spec,
     prepare_model,
     request_body,
     served_model,
+    shadow_counts,
     start_server,
     stop_server,
     training_args,
@@ -69,6 +71,9 @@ FASTAPI_NA = "n/a: the FastAPI baseline serves linear models only"
 MIN_TREES = 100
 # ours/floor req/s at c=8: the goal of an open issue, reported but not part of the result.
 FLOOR_GOAL = 0.5
+# p99 at c=8 of ours with a challenger in the shadow against ours alone (issue #23), reported the same way.
+SHADOW_GOAL = 1.2
+SHADOW_LOAD = Load(1, 8)  # the one load the shadow server is driven with, beside ours
 
 
 def iris_rows(count: int) -> tuple[list[list[float]], list[str]]:
@@ -156,7 +161,33 @@ def check_targets(summary: dict, *, batch: Load, family: str = LINEAR_FAMILY) ->
     targets.append(target("cold start <= 0.5x mlflow serve's", [cold], lambda v: v <= 0.5))
     targets.append(target(f"ours/floor req/s at c=8 >= {FLOOR_GOAL}",
                           [ratio(summary, "floor", "c=8")], lambda v: v >= FLOOR_GOAL, goal=True))
+    if "shadow" in summary:
+        targets.append(target(f"p99 at c=8, shadow on <= {SHADOW_GOAL}x off",
+                              [shadow_ratio(summary, "p99_ms")], lambda v: v <= SHADOW_GOAL, goal=True))
     return targets
+
+
+def shadow_ratio(summary: dict, key: str) -> float:
+    """shadow / ours at c=8 for one metric (p99_ms, rps); NaN when either was not measured."""
+    try:
+        return (summary["shadow"]["loads"][SHADOW_LOAD.label][key]
+                / summary["ours"]["loads"][SHADOW_LOAD.label][key])
+    except (KeyError, ZeroDivisionError):
+        return math.nan
+
+
+def describe_shadow(summary: dict, shadow: dict) -> list[str]:
+    """The shadow-on vs shadow-off line at c=8, side by side, and what the challenger kept up with."""
+    if "shadow" not in summary or "ours" not in summary:
+        return []
+    on, off = (summary[name]["loads"].get(SHADOW_LOAD.label, {}) for name in ("shadow", "ours"))
+    if not on or not off:
+        return []
+    return [(f"shadow at {SHADOW_LOAD.label}: p99 {number(on['p99_ms'], 2)} ms on, {number(off['p99_ms'], 2)} ms "
+            f"off ({number(shadow_ratio(summary, 'p99_ms'), 2)}x); req/s {on['rps']:.0f} on, {off['rps']:.0f} "
+            f"off ({number(shadow_ratio(summary, 'rps'), 2)}x); the challenger scored "
+            f"{shadow.get('rows', 0):.0f} rows, dropped {shadow.get('dropped', 0):.0f} requests, "
+            f"failed {shadow.get('errors', 0):.0f}"), ""]
 
 
 def describe_model(model: dict) -> str:
@@ -171,7 +202,8 @@ def describe_model(model: dict) -> str:
 
 
 def format_report(summary: dict, targets: list[dict], training: dict, *,
-                  model: dict | None = None, skipped: dict[str, str] | None = None) -> str:
+                  model: dict | None = None, skipped: dict[str, str] | None = None,
+                  shadow: dict | None = None) -> str:
     """The table, the ratios and one line per target; servers not run shown as n/a."""
     skipped = skipped or {}
     lines = [describe_model(model)] if model else []
@@ -198,6 +230,7 @@ def format_report(summary: dict, targets: list[dict], training: dict, *,
         lines.append("")
     for name, why in skipped.items():
         lines += [f"{name:<8} {why}", ""]
+    lines += describe_shadow(summary, shadow or {})
     return "\n".join(lines + format_targets(targets))
 
 
@@ -215,13 +248,14 @@ def save_chart(summary: dict, path: Path, *, batch: Load, title: str = "") -> No
     for panel, key, panel_title in ((axes[0][0], "rps", "req/s, 1 row (higher is better)"),
                                     (axes[0][1], "p99_ms", "p99 latency ms, 1 row (lower is better)")):
         for offset, name in enumerate(names):
-            values = [summary[name]["loads"][label][key] for label in single]
+            values = [summary[name]["loads"].get(label, {}).get(key, math.nan) for label in single]
             panel.bar([i + offset * width for i in range(len(single))], values, width, label=name)
         panel.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(single))], single)
         panel.set_title(panel_title)
         panel.legend()
     colours = [f"C{index}" for index in range(len(names))]  # the same colour per server everywhere
-    axes[1][0].bar(names, [summary[n]["loads"][batch.label]["rows_per_s"] for n in names], color=colours)
+    axes[1][0].bar(names, [summary[n]["loads"].get(batch.label, {}).get("rows_per_s", math.nan) for n in names],
+                   color=colours)
     axes[1][0].set_title(f"rows/s, {batch.label} (higher is better)")
     axes[1][1].bar(names, [summary[n]["cold_start_s"] for n in names], color=colours)
     axes[1][1].set_title("cold start s (lower is better)")
@@ -298,10 +332,16 @@ def main(argv: list[str] | None = None) -> int:
                              "params": check_served_run(env, run_id=health.get("run_id", ""),
                                                         family=args.model)}
                     logger.info("%s", describe_model(model))
+                if name == "shadow":
+                    check_shadow(servers[-1])
             bodies = write_bodies([server.spec for server in servers], loads=loads, workdir=workdir)
             check_answers(servers, bodies)
-            records = run_rounds(hey, [(load, servers) for load in loads], bodies=bodies,
+            # The shadow server runs at c=8 only, beside ours: its line compares the two.
+            plan = [(load, [s for s in servers if s.spec.name != "shadow" or load == SHADOW_LOAD])
+                    for load in loads]
+            records = run_rounds(hey, [(load, group) for load, group in plan if group], bodies=bodies,
                                  rounds=args.rounds, seconds=args.duration, warmup=args.warmup)
+            shadow = shadow_counts(servers)
         except BenchError as error:
             logger.error("error: %s", error)
             return 1
@@ -312,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     if "ours" in summary:
         summary["ours"]["served_form"] = model["served_form"]
     targets = check_targets(summary, batch=loads[-1], family=args.model)
-    print("\n" + format_report(summary, targets, training, model=model, skipped=skipped))
+    print("\n" + format_report(summary, targets, training, model=model, skipped=skipped, shadow=shadow))
     stem = results_stem(args.out, f"bench-{args.model}")
     write_json(stem.with_suffix(".json"), {
         "machine": describe_machine(), "config": vars(args), "model": model, "training": training,
-        "skipped": skipped, "summary": summary, "targets": targets, "runs": records})
+        "skipped": skipped, "shadow": shadow, "summary": summary, "targets": targets, "runs": records})
     save_chart(summary, stem.with_suffix(".png"), batch=loads[-1],
                title=f"{args.model}, served form {model['served_form'] or '?'}")
     print(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tests import processes
@@ -46,7 +46,9 @@ BENCH_PARAMS = {
     "hist_gradient_boosting": ("learning_rate=0.1",),  # 2 runs (max_leaf_nodes 15, 31)
 }
 # "floor": a raw ASGI app on the same uvicorn stack, answering fixed JSON (bench/floor.py).
-SERVER_NAMES = ("ours", "mlflow", "fastapi", "floor")
+# "shadow": ours with a challenger in the shadow (the same imported model: the same family's cost).
+SERVER_NAMES = ("ours", "mlflow", "fastapi", "floor", "shadow")
+SHADOW_TAG = "classification_model:latest"
 # Settings a developer may have exported that would change what gets trained or served.
 _SETTINGS_TO_DROP = ("MLFLOW_ARTIFACT_ROOT", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
                      "REGISTERED_MODEL_NAME", "PRODUCTION_ALIAS", "BENTO_MODEL_NAME",
@@ -82,6 +84,7 @@ class ServerSpec:
     ready_path: str
     predict_path: str
     body_format: str  # "features" (ours, FastAPI), "records" (ours, named columns) or "dataframe_split" (mlflow)
+    env: dict[str, str] = field(default_factory=dict)  # on top of the bench's environment
 
     @property
     def url(self) -> str:
@@ -90,7 +93,7 @@ class ServerSpec:
     def on_port(self, port: int) -> ServerSpec:
         """The same server on another port (its command line names the port once)."""
         argv = [str(port) if argument == str(self.port) else argument for argument in self.argv]
-        return ServerSpec(self.name, argv, port, self.ready_path, self.predict_path, self.body_format)
+        return replace(self, argv=argv, port=port)
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,11 @@ def prepare_model(env: dict[str, str], training_args: list[str] | None = None) -
 def make_spec(name: str) -> ServerSpec:
     """The command line and endpoints of one server, on a fresh port."""
     port = free_port()
-    if name == "ours":
+    if name in ("ours", "shadow"):
         return ServerSpec(name, [str(VENV_BIN / "bentoml"), "serve", "--host", "127.0.0.1",
                                  "--port", str(port)],
-                          port, "/readyz", "/predict", "features")
+                          port, "/readyz", "/predict", "features",
+                          env={"SHADOW_MODEL_TAG": SHADOW_TAG} if name == "shadow" else {})
     if name == "mlflow":
         return ServerSpec(name, [str(VENV_BIN / "mlflow"), "models", "serve", "-m", MODEL_URI,
                                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
@@ -188,13 +192,19 @@ def request_body(spec: ServerSpec, *, rows: list[list], columns: list[str]) -> b
     return json.dumps({"features": rows}).encode()
 
 
+def fetch_json(server: RunningServer, path: str) -> dict:
+    """The JSON object a server answers to GET path; BenchError when it does not."""
+    try:
+        with urllib.request.urlopen(server.spec.url + path, timeout=10) as response:
+            answer = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{server.spec.name}: GET {path} failed: {error}") from None
+    return answer if isinstance(answer, dict) else {}
+
+
 def served_model(server: RunningServer) -> dict:
     """The "model" block of our service's GET /health: version, run, served_form, ..."""
-    try:
-        with urllib.request.urlopen(server.spec.url + "/health", timeout=10) as response:
-            model = json.loads(response.read()).get("model") or {}
-    except (OSError, ValueError) as error:
-        raise BenchError(f"{server.spec.name}: GET /health failed: {error}") from None
+    model = fetch_json(server, "/health").get("model") or {}
     if not model.get("served_form"):
         raise BenchError(f"{server.spec.name}: GET /health names no model.served_form: "
                          f"{str(model)[:200]}")
@@ -216,7 +226,7 @@ def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
         started = time.monotonic()
         # Polled every 20 ms so that the cold start is not rounded up to the polling interval.
         process = launch_and_wait(started_spec.argv, ready_url=started_spec.url + started_spec.ready_path,
-                                  log=log, env=env, timeout=timeout, interval=0.02)
+                                  log=log, env={**env, **spec.env}, timeout=timeout, interval=0.02)
         cold_start_s = time.monotonic() - started
         logger.info("%-8s ready on %s in %.2f s", started_spec.name, started_spec.url, cold_start_s)
         return RunningServer(started_spec, process, log, cold_start_s)
@@ -231,3 +241,26 @@ def start_server(spec: ServerSpec, *, env: dict[str, str], log_dir: Path,
 def wait_for_http(url: str, **options) -> float:
     """tests.processes.wait_for_http, for the bench: a server that never answers is a ServerNotReady."""
     return processes.wait_for_http(url, **options)
+
+
+def check_shadow(server: RunningServer) -> None:
+    """BenchError unless the server's GET /metadata says its challenger is scoring."""
+    shadow = fetch_json(server, "/metadata").get("shadow") or {}
+    if shadow.get("status") != "scoring":
+        raise BenchError(f"{server.spec.name}: the challenger is not scoring: {str(shadow)[:200]}")
+
+
+def shadow_counts(servers: list[RunningServer]) -> dict[str, float]:
+    """Rows the shadow server's challenger scored, requests it dropped and failed on ({} without one)."""
+    from tests.servers import metric_total
+
+    for server in servers:
+        if server.spec.name == "shadow":
+            try:
+                with urllib.request.urlopen(server.spec.url + "/metrics", timeout=10) as response:
+                    page = response.read().decode()
+            except OSError as error:
+                raise BenchError(f"shadow: GET /metrics failed: {error}") from None
+            return {key: metric_total(page, f"shadow_{name}_total") for key, name in
+                    (("rows", "rows"), ("dropped", "dropped_requests"), ("errors", "errors"))}
+    return {}

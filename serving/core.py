@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -58,13 +59,29 @@ def argmax_of(values: list[float]) -> int:
     return values.index(max(values))
 
 
-class Scorer:
-    """A loaded model, scoring decoded rows and counting them in the service's metrics."""
+class Follower(Protocol):
+    """What else sees every scored request: the shadow (serving/shadow.py), which must not hold it up."""
 
-    def __init__(self, model: LoadedModel, *, limits: Limits, metrics: ServiceMetrics | None = None) -> None:
+    active: bool
+
+    def offer(self, table: Table, probabilities: np.ndarray, predicted: np.ndarray) -> None: ...
+
+    def offer_row(self, row: list[float], probabilities: list[float], predicted: int) -> None: ...
+
+    def describe(self) -> dict: ...
+
+
+class Scorer:
+    """A loaded model, scoring decoded rows and counting them in the service's metrics (and its shadow)."""
+
+    def __init__(self, model: LoadedModel, *, limits: Limits, metrics: ServiceMetrics | None = None,
+                 shadow: Follower | None = None) -> None:
         self.model = model
         self.limits = limits
         self.metrics = metrics
+        self.shadow = shadow  # named in /metadata, even when it does not score
+        # Every protocol scores here, so every accepted request reaches the challenger from here.
+        self._follower = shadow if shadow is not None and shadow.active else None
 
     def score(self, table: Table) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (rows, classes) and the predicted class index of each row."""
@@ -72,6 +89,8 @@ class Scorer:
         predicted = probabilities.argmax(axis=1)
         if self.metrics is not None:
             self.metrics.observe(table.numeric, predicted)
+        if self._follower is not None:
+            self._follower.offer(table, probabilities, predicted)
         return probabilities, predicted
 
     def score_row(self, row: list[float]) -> tuple[list[float], int]:
@@ -80,4 +99,6 @@ class Scorer:
         predicted = argmax_of(probabilities)
         if self.metrics is not None:
             self.metrics.observe_row(row, predicted)
+        if self._follower is not None:
+            self._follower.offer_row(row, probabilities, predicted)
         return probabilities, predicted

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from serving.core import Limits, Scorer
+from serving.core import Follower, Limits, Scorer
 from serving.errors import RequestError
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
@@ -109,14 +109,15 @@ class ServingApp:
         self.inner: Any = None  # BentoML's own ASGI app, set by in_front_of
 
     def bind(self, model: LoadedModel, *, limits: Limits, api_key: str | None,
-             metrics: ServiceMetrics | None = None, fast_path: bool = True) -> None:
-        """Start answering with this model and these limits."""
+             metrics: ServiceMetrics | None = None, fast_path: bool = True,
+             shadow: Follower | None = None) -> None:
+        """Start answering with this model and these limits (and feed the shadow, if any)."""
         self.limits, self.deadlines = limits, BodyDeadlines(limits.request_timeout)
         self.api_key = api_key.encode() if api_key else None
         self.metrics, self.fast_path = metrics, fast_path
         if metrics is not None:
             metrics.expect(route.label for route in self.routes.routes if "POST" in route.methods)
-        scorer = Scorer(model, limits=limits, metrics=metrics)
+        scorer = Scorer(model, limits=limits, metrics=metrics, shadow=shadow)
         for adapter in self.adapters.values():
             adapter.bind(scorer)
         self.model = model

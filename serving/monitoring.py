@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -220,3 +221,57 @@ class ServiceMetrics:
 
     def reject(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
+
+
+class ShadowScore(NamedTuple):
+    """One request as production answered it and as the challenger scored it, and the challenger's time."""
+
+    probabilities: np.ndarray  # production's (rows, classes)
+    predicted: np.ndarray  # production's class index per row
+    challenger_probabilities: np.ndarray
+    challenger_predicted: np.ndarray
+    seconds: list[float]  # the challenger's time for each request timed (some requests are scored together)
+
+
+class ShadowMetrics:
+    """The shadow_* series of one challenger (label `challenger`: its Bento tag); written by the shadow's thread."""
+
+    def __init__(self, *, challenger: str, class_names: list[str]) -> None:
+        prom = _Collectors()
+        self.rows = prom.Counter("shadow_rows", "Rows the challenger scored", ["challenger"]).labels(challenger)
+        self.agreements = prom.Counter("shadow_label_agreements",
+                                       "Rows where the challenger's label is production's", ["challenger"]
+                                       ).labels(challenger)
+        # _sum / _count is the mean absolute probability difference per row (mean over the classes).
+        self.difference = prom.Histogram(
+            "shadow_probability_difference",
+            "Per row: the mean over the classes of |challenger - production| probability", ["challenger"],
+            buckets=(0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)).labels(challenger)
+        self.latency = prom.Histogram("shadow_latency_seconds",
+                                      "The challenger's time to score one request (one-row requests: a sample)",
+                                      ["challenger"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                               0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+                                      ).labels(challenger)
+        predictions = prom.Counter("shadow_predictions", "Rows by the challenger's predicted class",
+                                   ["challenger", "label"])
+        self.by_class = [predictions.labels(challenger, name) for name in class_names]
+        self.dropped = prom.Counter("shadow_dropped_requests",
+                                    "Answered requests the challenger never saw: its queue was full",
+                                    ["challenger"]).labels(challenger)
+        self.errors = prom.Counter("shadow_errors", "Requests the challenger failed to score (raised)",
+                                   ["challenger"]).labels(challenger)
+
+    def record(self, scored: list[ShadowScore]) -> None:
+        """Count requests the challenger scored, compared with production's answers."""
+        production = np.concatenate([score.probabilities for score in scored])
+        challenger = np.concatenate([score.challenger_probabilities for score in scored])
+        chosen = np.concatenate([score.challenger_predicted for score in scored])
+        agreed = int((np.concatenate([score.predicted for score in scored]) == chosen).sum())
+        self.rows.inc(len(chosen))
+        if agreed:
+            self.agreements.inc(agreed)
+        observe_all(self.difference, np.abs(challenger - production).mean(axis=1).tolist())
+        observe_all(self.latency, [seconds for score in scored for seconds in score.seconds])
+        for index, count in enumerate(np.bincount(chosen, minlength=len(self.by_class)).tolist()):
+            if count:
+                self.by_class[index].inc(count)

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     fast_path: bool = Field(True, alias="FAST_PATH")
     # "json": one JSON object per log line, refusals and errors with route, status and reason (serving/logs.py).
     log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
+    # A second imported model (Bento tag) scoring every accepted request in the shadow
+    # (serving/shadow.py), and how many answered requests may wait for it before some are dropped.
+    shadow_model_tag: str | None = Field(None, alias="SHADOW_MODEL_TAG")
+    shadow_queue_size: int = Field(1000, alias="SHADOW_QUEUE_SIZE", gt=0)
 
 
 @lru_cache

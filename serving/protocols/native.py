@@ -38,6 +38,18 @@ class InputColumn(BaseModel):
     categories: list[str] | None = None
 
 
+class ShadowInfo(BaseModel):
+    bento_tag: str
+    status: str  # "scoring", or "not scoring" with the reason in error
+    error: str | None = None
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    served_form: str | None = None
+    metrics: dict[str, float] | None = None
+    queue_size: int | None = None
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -54,6 +66,7 @@ class ModelInfo(BaseModel):
     imported_at: str | None = None
     run_url: str | None = None
     sha256: dict[str, str]
+    shadow: ShadowInfo | None = None  # the challenger (SHADOW_MODEL_TAG), if any
 
 
 class HealthResponse(BaseModel):
@@ -114,8 +127,9 @@ class NativeProtocol(Adapter):
         model = scorer.model
         self.reader = PredictRequestReader(schema=model.schema, max_rows=scorer.limits.max_rows)
         self.writer = AnswerWriter(class_names=model.class_names, model=model.summary)
-        self._health = json.dumps({"status": "ok", "model": model.info}).encode()
-        self._metadata = json.dumps(model.info).encode()
+        info = {**model.info, "shadow": scorer.shadow.describe() if scorer.shadow is not None else None}
+        self._health = json.dumps({"status": "ok", "model": info}).encode()
+        self._metadata = json.dumps(info).encode()
         self.scorer = scorer
 
     def predict(self, call: Any) -> tuple[int, bytes]:
