@@ -55,18 +55,20 @@ class Summary:
 
 def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = None,
                keep: list[str] | tuple[str, ...] = (), jobs: int = 1, cluster: str | None = None, rejects_path: Path | None = None,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = False) -> Summary:
+               chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = False, threads: int | None = None) -> Summary:
     """Score every row of input_path into output_path (Parquet); refused rows into rejects_path, else fatal."""
     source = open_input(Path(input_path))
     files = find_model(model_tag or get_settings().bento_model_tag)
-    model = open_model(files)
+    parallel = cluster is not None or jobs > 1
+    # Threads per model call (the tree forms): one per worker when workers split the file,
+    # else every core this process may use.
+    model = open_model(files, threads=1 if parallel else threads or len(os.sched_getaffinity(0)))
     keep = list(dict.fromkeys(keep))
     columns = check_columns(source, model.schema, keep)
     read = input_schema(source, columns)
     job = Job(source=source, columns=columns, keep=keep, chunk_rows=chunk_rows, model=files,
               schema=output_schema(read, keep, model.class_names),
               rejects=reject_schema(read, columns) if rejects_path is not None else None)
-    parallel = cluster is not None or jobs > 1
     if parallel and source.kind != "parquet":
         raise ClusterUnavailable(f"{source.path}: --jobs and --cluster split Parquet files by row group; "
                                  "score a CSV with one process, or convert it to Parquet first")
@@ -176,14 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--jobs", type=int, default=1, metavar="N", help="local worker processes (Parquet input)")
     where.add_argument("--cluster", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per chunk and output row group")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="with one job: threads of the forest and boosting forms (default: every core); "
+                             "workers of --jobs / --cluster use one each")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command: exit 0, or one line and the failure's exit code (batch.errors)."""
     args = build_parser().parse_args(argv)
-    if args.jobs < 1 or args.chunk_rows < 1:
-        build_parser().error("--jobs and --chunk-rows must be at least 1")
+    if args.jobs < 1 or args.chunk_rows < 1 or (args.threads is not None and args.threads < 1):
+        build_parser().error("--jobs, --chunk-rows and --threads must be at least 1")
     if args.rejects is not None and args.rejects.resolve() == args.output.resolve():
         build_parser().error("--rejects and --output must be different files")
     configure_logging()
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         summary = score_file(args.input, args.output, model_tag=args.model, keep=args.keep, jobs=args.jobs,
                              cluster=args.cluster, rejects_path=args.rejects, chunk_rows=args.chunk_rows,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), threads=args.threads)
         refused = f", {summary.refused} refused (see {args.rejects})" if args.rejects is not None else ""
         logger.info("scored %d rows with %s into %s%s", summary.scored, summary.model_tag, args.output, refused)
         return 0

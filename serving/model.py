@@ -46,7 +46,7 @@ def hold_load() -> None:
         time.sleep(0.05)  # a poll of the file, not a measured duration
 
 
-def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
+def load_model(directory: Path, metadata: dict, *, tag: str, threads: int = 1) -> LoadedModel:
     """Verify, load and warm up the model saved by scripts/import_production.py."""
     hold_load()
     if "served_form" not in metadata:
@@ -54,7 +54,7 @@ def load_model(directory: Path, metadata: dict, *, tag: str) -> LoadedModel:
     verify_sha256(directory, metadata.get("sha256", {}))
     schema = TableSchema.from_dict(metadata["schema"])
     try:
-        predictor = load_predictor(metadata["served_form"], directory, schema)
+        predictor = load_predictor(metadata["served_form"], directory, schema, threads=threads)
     except Exception as error:  # noqa: BLE001 - each form's reader fails its own way
         # e.g. numpy's refusal of an array that would need unpickling, said as a refusal of the model.
         raise ModelIntegrityError(f"the {metadata['served_form']} form of {tag} cannot be read from its "

@@ -49,6 +49,6 @@ def convert(form: str, pipeline, schema: TableSchema) -> Predictor:
     return _module(form).from_pipeline(pipeline, schema)
 
 
-def load_predictor(form: str, directory: Path, schema: TableSchema) -> Predictor:
-    """Read a predictor that `save` wrote into directory."""
-    return _module(form).load(directory, schema)
+def load_predictor(form: str, directory: Path, schema: TableSchema, *, threads: int = 1) -> Predictor:
+    """Read a predictor that `save` wrote into directory; threads: per call, for the forms that can use more."""
+    return _module(form).load(directory, schema, threads=threads)

@@ -30,13 +30,14 @@ class CompiledPredictor(RowByTable):
     library: Path
     float32_features: bool
     n_classes: int
+    threads: int = 1  # 1 in the service (one per worker); a one-process batch job takes every core
     form = "compiled"
     _predictor: object = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         import tl2cgen
 
-        self._predictor = tl2cgen.Predictor(str(self.library), nthread=1, verbose=False)
+        self._predictor = tl2cgen.Predictor(str(self.library), nthread=self.threads, verbose=False)
 
     def predict_proba(self, table: Table) -> np.ndarray:
         import tl2cgen
@@ -58,11 +59,11 @@ class CompiledPredictor(RowByTable):
             {"float32_features": self.float32_features, "n_classes": self.n_classes}))
 
 
-def load(directory: Path, schema: TableSchema) -> CompiledPredictor:
+def load(directory: Path, schema: TableSchema, *, threads: int = 1) -> CompiledPredictor:
     options = json.loads((directory / OPTIONS_FILE).read_text())
     return CompiledPredictor(encoder=Encoder.load(directory), library=directory / LIBRARY_FILE,
                              float32_features=bool(options["float32_features"]),
-                             n_classes=int(options["n_classes"]))
+                             n_classes=int(options["n_classes"]), threads=threads)
 
 
 @contextlib.contextmanager

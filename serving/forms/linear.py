@@ -98,8 +98,8 @@ class LinearPredictor(RowByTable):
         np.savez(directory / PARAMS_FILE, coef=self.coef, intercept=self.intercept)
 
 
-def load(directory: Path, schema: TableSchema) -> LinearPredictor:
-    """Read what save wrote; never unpickles."""
+def load(directory: Path, schema: TableSchema, *, threads: int = 1) -> LinearPredictor:
+    """Read what save wrote; never unpickles (threads: unused, one matrix product is BLAS's to split)."""
     with np.load(directory / PARAMS_FILE, allow_pickle=False) as data:
         coef, intercept = (np.ascontiguousarray(data[k], dtype=np.float64) for k in ("coef", "intercept"))
     return LinearPredictor(encoder=Encoder.load(directory), coef=coef, intercept=intercept)

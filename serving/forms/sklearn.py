@@ -27,7 +27,8 @@ class SklearnPredictor(RowByTable):
         """Nothing to add: the MLflow model folder is already in the Bento model."""
 
 
-def load(directory: Path, schema: TableSchema) -> SklearnPredictor:
+def load(directory: Path, schema: TableSchema, *, threads: int = 1) -> SklearnPredictor:
+    """The MLflow model's skops file, checked first (threads: unused, the exact fallback stays on one)."""
     import skops.io
     import threadpoolctl
 

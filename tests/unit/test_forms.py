@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import pytest
+import threadpoolctl
 
 from serving.forms import FORMS, Unsupported, convert, load_predictor
 from serving.forms.encoder import Encoder
@@ -464,6 +465,25 @@ def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
     assert {"pickle.loads", "pickle.Unpickler", "numpy.load(allow_pickle=True)",
             "numpy.lib.format.read_array(allow_pickle=True)"} <= set(report["control"])
     assert any(event.startswith("pickle.find_class") for event in report["control"]), report["control"]
+
+
+@pytest.mark.parametrize("form", ["onnx", "compiled"])
+def test_more_threads_give_the_same_bits(form, tmp_path):
+    """A one-process batch job runs the tree forms on every core: to the bit what one thread answers."""
+    if form == "compiled" and not HAS_GCC:
+        pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
+    pipeline, schema, _ = case("mixed", FAMILY_OF_FORM[form])
+    convert(form, pipeline, schema).save(tmp_path)
+    # The sklearn form, loaded by other tests of this process, caps OpenMP at one thread.
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        one, two = (load_predictor(form, tmp_path, schema, threads=n) for n in (1, 2))
+        assert (one.threads, two.threads) == (1, 2)
+        if form == "onnx":
+            assert two._session.get_session_options().intra_op_num_threads == 2
+        table = table_from_frame(mixed_frame(5000, seed=7, unseen=True)[0], schema)
+        for size in (1, 7, 60, 130, 1000, 5000):  # runtimes split rows or trees by the batch's size
+            part = rows(table, slice(0, size))
+            assert np.array_equal(one.predict_proba(part), two.predict_proba(part)), size
 
 
 @pytest.mark.parametrize("family", ["random_forest", "hist_gradient_boosting"])
