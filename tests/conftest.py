@@ -143,6 +143,7 @@ REQUIRABLE = {
     "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
     "nginx": lambda item: item.module.__name__.endswith("test_failover"),
     "browser": lambda item: item.module.__name__.endswith("test_swagger_page"),
+    "s3": lambda item: item.module.__name__.rpartition(".")[2].startswith("test_s3"),
 }
 
 
