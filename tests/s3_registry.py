@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +65,35 @@ def use_registry(monkeypatch: pytest.MonkeyPatch, registry: Registry, seaweed: S
     get_settings.cache_clear()
 
 
+def forget_s3_clients() -> None:
+    """Drop the S3 clients MLflow keeps for 5 minutes and boto3's default session: both hold the
+    keys read from the environment when they were made."""
+    import boto3
+    from mlflow.store.artifact.s3_artifact_repo import _cached_get_s3_client
+
+    _cached_get_s3_client.cache_clear()
+    boto3.DEFAULT_SESSION = None
+
+
 def clear_s3_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No S3 credentials or endpoint in this process's environment."""
+    """No S3 credentials or endpoint in this process's environment (nor in MLflow's cached clients)."""
+    forget_s3_clients()
     for name in S3_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@contextlib.contextmanager
+def running_registry(monkeypatch: pytest.MonkeyPatch, seaweed: SeaweedFS, root: Path, *, mode: str,
+                     **options) -> Iterator[Registry]:
+    """start_registry, this process pointed at it (no S3 keys unless direct), stopped on exit."""
+    clear_s3_environment(monkeypatch)
+    server = start_registry(seaweed, root, mode=mode, **options)
+    try:
+        use_registry(monkeypatch, server, seaweed)
+        yield server
+    finally:
+        forget_mlflow_uris()
+        stop_process_group(server.process)
 
 
 def registry_fixture():
@@ -74,13 +101,7 @@ def registry_fixture():
 
     @pytest.fixture
     def registry(request, seaweed, tmp_path, monkeypatch):
-        clear_s3_environment(monkeypatch)
-        server = start_registry(seaweed, tmp_path / "mlflow-server", mode=request.param)
-        try:
-            use_registry(monkeypatch, server, seaweed)
+        with running_registry(monkeypatch, seaweed, tmp_path / "mlflow-server", mode=request.param) as server:
             yield server
-        finally:
-            forget_mlflow_uris()
-            stop_process_group(server.process)
 
     return registry

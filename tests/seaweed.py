@@ -107,7 +107,9 @@ def start_seaweedfs(root: Path) -> SeaweedFS:
                 "-master.telemetry=false", "-volume.preStopSeconds=0",
                 # A bucket is a collection that grows 7 volumes: room for a module's buckets.
                 "-volume.max=200", "-master.volumeSizeLimitMB=64",
-                "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+                "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # As AWS S3 does: a write to a bucket that does not exist is refused.
+                "-s3.autoCreateBucket=false"]
         argv += [f"-{name}.port={port}" for name, port in ports.items()]
         argv += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
         server = SeaweedFS(endpoint=f"http://127.0.0.1:{ports['s3']}", admin=admin, root=root, argv=tuple(argv))
