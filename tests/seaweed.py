@@ -16,7 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.processes import PORT_ATTEMPTS, PortTaken, free_port, launch_and_wait, stop_server
+from tests.processes import (
+    PORT_ATTEMPTS,
+    PortTaken,
+    free_port,
+    launch_and_wait,
+    stop_server,
+)
 
 # Nothing it holds is worth the wait: it is thrown away with its folder.
 STOP_GRACE = 3.0

@@ -53,7 +53,7 @@ class PermissionDenied(CommandError):
     exit_code = EXIT_DENIED
 
 
-_ANSWERED = re.compile(r"failed with error code (\d{3}) != 200\. Response body: '(.*)'", re.S)
+_ANSWERED = re.compile(r"failed with error code (\d{3}) != 200\. Response body: '(.*)'", re.DOTALL)
 _REFUSED_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403", "InvalidToken"}
 _MISSING_CODES = {"NoSuchBucket", "404"}
 
@@ -76,8 +76,14 @@ def _where(location: str | None) -> tuple[str, str]:
 
 def _from_boto(error: BaseException, location: str | None) -> CommandError | None:
     """A botocore failure of a direct (s3://) location, named by endpoint and bucket."""
-    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                     EndpointConnectionError, NoCredentialsError, ReadTimeoutError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
 
     endpoint, bucket = _where(location)
     if isinstance(error, NoCredentialsError):

@@ -12,11 +12,16 @@ from dataclasses import dataclass
 import mlflow
 import pytest
 
+from release.importer import main as import_main
 from tests.conftest import lr_grid
-from tests.s3_registry import Registry, clear_s3_environment, start_registry, use_registry
+from tests.s3_registry import (
+    Registry,
+    clear_s3_environment,
+    start_registry,
+    use_registry,
+)
 from tests.seaweed import seaweed_module
 from tests.servers import forget_mlflow_uris, stop_process_group
-from release.importer import main as import_main
 from training.artifact_store import EXIT_DENIED, EXIT_LOGIN
 from training.config import get_settings
 from training.experiments import main as experiments_main

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from release.importer import main as import_main
 from tests.conftest import REPO_ROOT, lr_grid
 from tests.integration.test_faults import _model_store
 from tests.s3_registry import forget_s3_clients, running_registry
@@ -20,7 +21,6 @@ from tests.seaweed import seaweed_module
 from training.artifact_store import EXIT_CREDENTIALS, EXIT_NO_BUCKET, EXIT_STORE_DOWN
 from training.config import get_settings
 from training.experiments import main as experiments_main
-from release.importer import main as import_main
 from training.promote import promote_best
 from training.sweep import run_experiments
 
