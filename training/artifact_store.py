@@ -53,7 +53,8 @@ class PermissionDenied(CommandError):
     exit_code = EXIT_DENIED
 
 
-_ANSWERED = re.compile(r"failed with error code (\d{3}) != 200\. Response body: '(.*)'", re.DOTALL)
+_ANSWERED = re.compile(r"request to endpoint (\S*) failed with error code (\d{3}) != 200\. Response body: '(.*)'",
+                       re.DOTALL)
 _REFUSED_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403", "InvalidToken"}
 _MISSING_CODES = {"NoSuchBucket", "404"}
 
@@ -113,9 +114,10 @@ def _answer(response) -> tuple[str, str]:
         return "", response.text.strip()[:80]
 
 
-def _from_server(status: int, code: str, message: str, url: str) -> CommandError | None:
-    """An HTTP failure of the tracking server: its login, its permissions, or its artifact store."""
-    about_artifacts = message.startswith("Failed to")  # MLflow's proxied artifact handlers say so
+def _from_server(status: int, code: str, message: str, url: str, *, artifacts: bool) -> CommandError | None:
+    """An HTTP failure of the tracking server: its login, its permissions, or (artifacts: an answer of
+    its artifact routes) its artifact store."""
+    about_artifacts = artifacts or message.startswith("Failed to")  # MLflow's proxied artifact handlers say so
     if status == 401 and not about_artifacts:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         who = f"user {user!r}" if user else "an anonymous client (MLFLOW_TRACKING_USERNAME is not set)"
@@ -130,7 +132,7 @@ def _from_server(status: int, code: str, message: str, url: str) -> CommandError
                                   f"credentials: {message}")
     if status == 404 and "bucket" in message.lower():
         return BucketMissing(f"the artifact store of the tracking server {url}: {message}")
-    if status >= 500:
+    if status >= 500 and about_artifacts:
         return StoreUnavailable(f"the tracking server {url} cannot read or write its artifact store "
                                 f"(HTTP {status}); its log says why")
     return None
@@ -146,15 +148,18 @@ def describe_failure(error: BaseException, *, location: str | None = None,
             return cause
         found = _from_boto(cause, location)
         if found is None and isinstance(cause, RestException):
-            found = _from_server(cause.get_http_status_code(), cause.error_code, cause.message, tracking_uri)
+            found = _from_server(cause.get_http_status_code(), cause.error_code, cause.message, tracking_uri,
+                                 artifacts=False)
         response = getattr(cause, "response", None)
         if found is None and response is not None and hasattr(response, "status_code"):
-            found = _from_server(response.status_code, *_answer(response), tracking_uri)
+            found = _from_server(response.status_code, *_answer(response), tracking_uri,
+                                 artifacts="mlflow-artifacts" in str(getattr(response, "url", "")))
         answered = _ANSWERED.search(str(cause))  # MLflow's own wording of a non-REST answer
         if found is None and answered is not None:
-            found = _from_server(int(answered[1]), "", answered[2], tracking_uri)
+            found = _from_server(int(answered[2]), "", answered[3], tracking_uri,
+                                 artifacts="mlflow-artifacts" in answered[1])
         if found is None and "mlflow-artifacts" in str(cause) and "500 error responses" in str(cause):
-            found = _from_server(500, "", "", tracking_uri)
+            found = _from_server(500, "", "", tracking_uri, artifacts=True)
         if found is not None:
             return found
     return None
