@@ -12,7 +12,8 @@ names, types, categories) or classes differ from the production version's: every
 the service would break; --allow-schema-change accepts it.
 
 Exit codes: 0 promoted or kept, 1 error (nothing to promote, tracking store unreachable),
-2 usage error (bad arguments), 3 refused (--min-score, or a schema change).
+2 usage error (bad arguments), 3 refused (--min-score, or a schema change), 7 login refused,
+8 not permitted (a read-only user); see training/artifact_store.py.
 """
 
 from __future__ import annotations
