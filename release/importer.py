@@ -20,6 +20,7 @@ from serving.forms import FORMS
 from serving.layout import (EVALUATION_ROWS_FILE, FEATURE_STATS_FILE, MLFLOW_MODEL_DIR, SCALER_FILE, SCHEMA_FILE,
                             read_mlmodel, record_sha256)
 from serving.schema import TableSchema
+from training.artifact_store import check_artifact_store, describe_failure, translated
 from training.cli import configure_logging, run_command
 from training.config import (EVALUATION_ROWS_ARTIFACT, FEATURE_STATS_ARTIFACT, METRICS, SCALER_ARTIFACT,
                              SCHEMA_ARTIFACT, Settings, get_settings)
@@ -75,7 +76,8 @@ def bento_tag(settings: Settings, production: ProductionVersion) -> str:
     return f"{settings.bento_model_name}:v{production.version}-{production.run_id[:12]}"
 
 
-def download_version(production: ProductionVersion, directory: Path) -> None:
+def download_version(production: ProductionVersion, directory: Path, *, location: str = "",
+                     tracking_uri: str = "") -> None:
     """Fetch the registered model and the same run's scaler, schema and feature statistics."""
     import mlflow
 
@@ -90,6 +92,10 @@ def download_version(production: ProductionVersion, directory: Path) -> None:
                 run_id=production.run_id, artifact_path=artifact, dst_path=str(directory / "run"))
             shutil.move(fetched, directory / local)
     except Exception as error:  # noqa: BLE001 - each store raises its own kind
+        # The object store down or refusing us is not a missing artifact: it has a code of its own.
+        found = describe_failure(error, location=location, tracking_uri=tracking_uri)
+        if found is not None:
+            raise found from None
         raise ImportFailed(f"artifact missing for {production.name} version {production.version}: "
                            f"{one_line(error)}") from None
     shutil.rmtree(directory / "run", ignore_errors=True)
@@ -143,8 +149,9 @@ def import_production(*, alias: str | None = None, form: str = "auto",
     alias = alias or settings.production_alias
     connect(settings)
     client = mlflow.MlflowClient()
-    production = resolve_production(client, name=settings.registered_model_name, alias=alias,
-                                    fallback_to_stage=not asked_for)
+    with translated(tracking_uri=settings.tracking_uri):
+        production = resolve_production(client, name=settings.registered_model_name, alias=alias,
+                                        fallback_to_stage=not asked_for)
     tag = bento_tag(settings, production)
     store_root = model_store_path()
     remove_stale_staging(store_root)
@@ -157,13 +164,14 @@ def import_production(*, alias: str | None = None, form: str = "auto",
         # finish that one's work, so `latest` is the production version either way.
         point_latest(store_root, tag)
         return ImportResult(tag=tag, created=False, seconds=time.perf_counter() - started)
+    run = client.get_run(production.run_id)
+    check_artifact_store(run.info.artifact_uri, tracking_uri=settings.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         work = Path(tmp)
-        download_version(production, work)
+        download_version(production, work, location=run.info.artifact_uri, tracking_uri=settings.tracking_uri)
         pause_point("downloaded")
         schema, check = check_and_convert(production, work, form=form)
         pause_point("converted")
-        run = client.get_run(production.run_id)
         labels, metadata = describe(production, run=run, schema=schema, check=check, alias=alias,
                                     settings=settings, directory=work)
         publish(tag, source=work, labels=labels, metadata=metadata, store_root=store_root)

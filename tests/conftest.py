@@ -145,6 +145,7 @@ REQUIRABLE = {
     "browser": lambda item: item.module.__name__.endswith("test_swagger_page"),
     # Tests that run Debian's promtool or prometheus binaries (the fixtures skip without them).
     "prometheus": lambda item: bool({"promtool", "prometheus"} & set(getattr(item, "fixturenames", ()))),
+    "s3": lambda item: item.module.__name__.rpartition(".")[2].startswith("test_s3"),
 }
 
 

@@ -179,19 +179,25 @@ def launch_and_wait(argv: list[str], *, ready_url: str, log: Path, env: dict[str
     return process
 
 
-def start_mlflow_server(*, backend_store_uri: str, artifacts: Path, cwd: Path, log: Path,
-                        env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(*, backend_store_uri: str, artifacts: Path | str, cwd: Path, log: Path,
+                        env: dict[str, str] | None = None, direct: bool = False,
+                        app_name: str | None = None) -> tuple[subprocess.Popen, str]:
     """A real `mlflow server` with proxied artifacts on a free 127.0.0.1 port, answering /health.
 
-    Returns its process (its own group: stop it with stop_server) and its URL. A port taken by
-    another process before the server bound it is replaced by another (start_on_free_port).
+    artifacts is a folder or an s3:// URI; direct: clients write there themselves
+    (--no-serve-artifacts); app_name: e.g. basic-auth. Returns its process (its own group: stop it
+    with stop_server) and its URL. A port taken by another process before the server bound it is
+    replaced by another (start_on_free_port).
     """
+    where = (["--default-artifact-root", str(artifacts), "--no-serve-artifacts"] if direct
+             else ["--artifacts-destination", str(artifacts), "--serve-artifacts"])
+    app = ["--app-name", app_name] if app_name else []
+
     def start(port: int) -> tuple[subprocess.Popen, str]:
         url = f"http://127.0.0.1:{port}"
         process = launch_and_wait(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", backend_store_uri,
-             "--artifacts-destination", str(artifacts), "--serve-artifacts"],
+             "--workers", "1", "--backend-store-uri", backend_store_uri, *where, *app],
             ready_url=f"{url}/health", log=log, cwd=cwd, timeout=180, interval=0.5,
             env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
                  "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})

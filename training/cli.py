@@ -25,6 +25,8 @@ def configure_logging() -> None:
     # MLflow sets its own loggers' level when it is first imported, which may come later.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # boto3 (S3 artifacts) says at INFO where it found its credentials, on every command.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 def run_command(work: Callable[[], int | None], *, failure: str) -> int:

@@ -12,18 +12,22 @@ names, types, categories) or classes differ from the production version's: every
 the service would break; --allow-schema-change accepts it.
 
 Exit codes: 0 promoted or kept, 1 error (nothing to promote, tracking store unreachable),
-2 usage error (bad arguments), 3 refused (--min-score, or a schema change).
+2 usage error (bad arguments), 3 refused (--min-score, or a schema change), 7 login refused,
+8 not permitted (a read-only user); see training/artifact_store.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from training.artifact_store import translated
 from training.cli import CommandError, configure_logging, run_command
 from training.config import METRICS, SCHEMA_ARTIFACT, Settings, get_settings
 from training.tracking import connect
@@ -190,9 +194,21 @@ def apply_promotion(
         "promoted_metric": metric,
         "promoted_metric_value": f"{best.score:.6f}",
         "previous_production_version": previous or "none",
+        "promoted_by": promoter(),
     }
     for key, value in audit.items():
         client.set_model_version_tag(name, best.version, key, value)
+
+
+def promoter() -> str:
+    """Who promotes: the tracking server's user (MLFLOW_TRACKING_USERNAME), else the local account."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        return user
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):  # a container user with no name
+        return f"local:uid {os.getuid()}"
 
 
 def _align_stage(client, *, name: str, alias: str) -> None:
@@ -230,8 +246,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def promote_and_report(args: argparse.Namespace) -> None:
     """Apply the promotion rule as the command line asks and say what was decided."""
-    result = promote_best(metric=args.metric, dataset=args.dataset, min_score=args.min_score,
-                          force=args.force, allow_schema_change=args.allow_schema_change)
+    with translated(tracking_uri=get_settings().tracking_uri):
+        result = promote_best(metric=args.metric, dataset=args.dataset, min_score=args.min_score,
+                              force=args.force, allow_schema_change=args.allow_schema_change)
     logger.info("%s", result.message)
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 
 from training import parallel
+from training.artifact_store import check_artifact_store, translated
 from training.config import METRICS, Settings, get_settings
 from training.data import Dataset, load_dataset, split_dataset
 from training.models import DEFAULT_FAMILY, GridPoint, make_grid
@@ -54,8 +55,14 @@ def run_experiments(
     dataset = dataset or load_dataset(dataset_name)
     split = split_dataset(dataset, test_size=test_size, random_state=random_state)
     connect(settings)
-    with parallel.open_workers(jobs=min(jobs, len(grid)), cluster=cluster, settings=settings) as workers:
-        mlflow.set_experiment(experiment_id=ensure_experiment(settings))
+    with translated(tracking_uri=settings.tracking_uri):
+        experiment_id = ensure_experiment(settings)
+        location = mlflow.get_experiment(experiment_id).artifact_location
+        # Before any run exists: a bucket we cannot write fails here, with nothing half-logged.
+        check_artifact_store(location, tracking_uri=settings.tracking_uri)
+    with translated(location=location, tracking_uri=settings.tracking_uri), \
+            parallel.open_workers(jobs=min(jobs, len(grid)), cluster=cluster, settings=settings) as workers:
+        mlflow.set_experiment(experiment_id=experiment_id)
         ensure_registered_model(settings.registered_model_name)
         started = time.perf_counter()
         with mlflow.start_run(run_name=f"{dataset.name}-sweep") as parent:

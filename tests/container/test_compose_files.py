@@ -37,7 +37,7 @@ def _host_ip(entry: object) -> str | None:
 def test_the_compose_files_are_the_ones_the_readme_names():
     names = {path.name for path in COMPOSE_FILES}
     assert {"docker-compose.yml", "docker-compose.postgres.yml", "docker-compose.lb.yml",
-            "docker-compose.monitoring.yml"} <= names
+            "docker-compose.monitoring.yml", "docker-compose.s3.yml"} <= names
 
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
@@ -47,7 +47,7 @@ def test_every_published_port_is_on_127_0_0_1(path):
 
 
 def test_the_ports_the_readme_names_are_published():
-    """MLFLOW_PORT and SERVICE_PORT (docker-compose.yml), LB_PORT (the balancer) and PROMETHEUS_PORT move them."""
+    """MLFLOW_PORT and SERVICE_PORT (docker-compose.yml), LB_PORT (the balancer), PROMETHEUS_PORT and S3_PORT move them."""
     published = {(path.name, service): str(entry) for path in COMPOSE_FILES
                  for service, entry in _published(path)}
     assert published[("docker-compose.yml", "mlflow")] == "127.0.0.1:${MLFLOW_PORT:-5000}:5000"
@@ -55,6 +55,7 @@ def test_the_ports_the_readme_names_are_published():
     assert published[("docker-compose.lb.yml", "lb")] == "127.0.0.1:${LB_PORT:-8080}:8080"
     assert published[("docker-compose.monitoring.yml", "prometheus")] == "127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"
     assert not any(service == "postgres" for _, service in published)
+    assert published[("docker-compose.s3.yml", "seaweedfs")] == "127.0.0.1:${S3_PORT:-8333}:8333"
 
 
 def test_the_monitoring_override_builds_prometheus_from_the_shipped_config_and_rules():
@@ -66,3 +67,34 @@ def test_the_monitoring_override_builds_prometheus_from_the_shipped_config_and_r
     for shipped in ("prometheus.yml", "alerts.yml", "alerts.test.yml"):
         assert (context / shipped).is_file() and shipped in dockerfile
     assert "promtool test rules alerts.test.yml" in dockerfile
+
+
+S3_OVERRIDE = REPO_ROOT / "docker-compose.s3.yml"
+# Each secret of the S3 override, and what it is in the containers.
+S3_SECRETS = {"S3_ACCESS_KEY": ("seaweedfs", "S3_ACCESS_KEY"), "S3_SECRET_KEY": ("seaweedfs", "S3_SECRET_KEY"),
+              "MLFLOW_ADMIN_PASSWORD": ("mlflow", "MLFLOW_AUTH_ADMIN_PASSWORD"),
+              "MLFLOW_FLASK_SERVER_SECRET_KEY": ("mlflow", "MLFLOW_FLASK_SERVER_SECRET_KEY")}
+
+
+def test_the_s3_override_takes_every_secret_from_the_environment_and_requires_it():
+    services = yaml.safe_load(S3_OVERRIDE.read_text())["services"]
+    for variable, (service, name) in S3_SECRETS.items():
+        assert services[service]["environment"][name] == f"${{{variable}:?set {variable}}}"
+    assert services["mlflow"]["environment"]["AWS_SECRET_ACCESS_KEY"] == "${S3_SECRET_KEY:?set S3_SECRET_KEY}"
+    # No value that looks like a credential is written in the file itself.
+    for service in services.values():
+        for name, value in (service.get("environment") or {}).items():
+            if any(word in name for word in ("SECRET", "PASSWORD", "ACCESS_KEY")):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", str(value)), (name, value)
+
+
+def test_the_s3_override_points_mlflow_at_the_bucket_with_basic_auth():
+    mlflow = yaml.safe_load(S3_OVERRIDE.read_text())["services"]["mlflow"]["environment"]
+    assert mlflow["ARTIFACTS_DESTINATION"] == "s3://${S3_BUCKET:-mlflow}/artifacts"
+    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    assert mlflow["MLFLOW_APP_NAME"] == "basic-auth"
+    dockerfile = (REPO_ROOT / "docker" / "mlflow" / "Dockerfile").read_text()
+    # The image reads those variables, and has what they need (boto3, the auth app's extra).
+    assert '--artifacts-destination \\"${ARTIFACTS_DESTINATION:-/data/artifacts}\\"' in dockerfile
+    assert '${MLFLOW_APP_NAME:+--app-name' in dockerfile
+    assert "boto3==" in dockerfile and "mlflow[auth]==" in dockerfile
