@@ -120,9 +120,9 @@ class Shadow:
         """One-row requests: the first on its own and timed (a latency sample), the others in one call."""
         # Scoring them together costs the GIL a fraction of one call each: the thread then leaves
         # the event loop's thread alone (the p99 of the answers is what it must not move).
-        first, probabilities, predicted = items[0]
+        first, probabilities, _ = items[0]
         started = time.perf_counter()
-        theirs, chosen = self.scorer.score_row(first)
+        theirs, _ = self.scorer.score_row(first)
         seconds = time.perf_counter() - started
         mine = [probabilities]
         if len(items) > 1:

@@ -5,11 +5,13 @@ Every failure must be one line with its own exit code, and leave no output (nor 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import distributed
@@ -174,67 +176,63 @@ def test_a_csv_is_not_split_across_jobs(home, tmp_path, capsys):
     assert "convert it to Parquet" in capsys.readouterr().out
 
 
-def test_a_worker_killed_mid_job_fails_it_in_one_line_without_output(home, tmp_path):
+@contextlib.contextmanager
+def held_job(tmp_path: Path, where: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
+    """score.py into tmp_path/out with its first task held on its worker: the process and that worker's pid."""
     write_accounts(tmp_path / "in.parquet", rows=ROWS)
-    hold = tmp_path / "hold"
+    hold, out = tmp_path / "hold", tmp_path / "out"
     hold.mkdir()
-    out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "BATCH_HOLD": str(hold)}
     process = subprocess.Popen([sys.executable, "scripts/score.py", "--input", str(tmp_path / "in.parquet"),
-                                "--output", str(out / "scored.parquet"), "--jobs", "2", *CHUNK],
-                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--output", str(out / "scored.parquet"), *where, *CHUNK],
+                               cwd=REPO_ROOT, env={**env, "BATCH_HOLD": str(hold)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not list(hold.glob("holding-*")):
             assert process.poll() is None and time.monotonic() < deadline, "the first task never started"
             time.sleep(0.1)
-        worker = int(next(hold.glob("holding-*")).name.removeprefix("holding-"))
-        os.kill(worker, signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=120)
+        yield process, int(next(hold.glob("holding-*")).name.removeprefix("holding-"))
     finally:
         (hold / "release").touch()
         if process.poll() is None:
             process.kill()
+
+
+def assert_failed_in_one_line(process: subprocess.Popen, stdout: str, stderr: str, out: Path, line: str) -> None:
+    """Exit 6, the last line starting with line, no traceback, nothing left in out."""
     assert process.returncode == 6, stdout + stderr
-    assert stdout.strip().splitlines()[-1].startswith("error: the worker scoring rows 1-500 died")
+    assert stdout.strip().splitlines()[-1].startswith(line)
     assert "Traceback" not in stdout + stderr
     assert leftovers(out) == []
 
 
+def test_a_worker_killed_mid_job_fails_it_in_one_line_without_output(home, tmp_path):
+    with held_job(tmp_path, ["--jobs", "2"], dict(os.environ)) as (process, worker):
+        os.kill(worker, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=120)
+    assert_failed_in_one_line(process, stdout, stderr, tmp_path / "out", "error: the worker scoring rows 1-500 died")
+
+
 def test_a_cluster_that_loses_its_only_worker_fails_the_job_in_one_line(home, tmp_path):
     """No worker left on a cluster (none to rerun on): the job fails at once, it does not wait for one."""
-    write_accounts(tmp_path / "in.parquet", rows=ROWS)
-    hold, out = tmp_path / "hold", tmp_path / "out"
-    hold.mkdir()
-    out.mkdir()
-    env = {**os.environ, "BATCH_HOLD": str(hold), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    worker_env = {**env, "BATCH_HOLD": str(tmp_path / "hold")}  # the folder held_job makes
     with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         # One worker without a nanny: killed, nothing starts it again.
         worker = subprocess.Popen([str(Path(sys.executable).parent / "dask"), "worker", cluster.scheduler_address,
                                    "--no-nanny", "--nthreads", "1", "--memory-limit", "0", "--host", "127.0.0.1",
                                    "--dashboard-address", "127.0.0.1:0"],
-                                  cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process = subprocess.Popen([sys.executable, "scripts/score.py", "--input", str(tmp_path / "in.parquet"),
-                                    "--output", str(out / "scored.parquet"), "--cluster", cluster.scheduler_address,
-                                    *CHUNK],
-                                   cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  cwd=REPO_ROOT, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 120
-            while not list(hold.glob("holding-*")):
-                assert process.poll() is None and time.monotonic() < deadline, "the first task never started"
-                time.sleep(0.1)
-            worker.kill()
-            stdout, stderr = process.communicate(timeout=120)
+            with held_job(tmp_path, ["--cluster", cluster.scheduler_address], env) as (process, _):
+                worker.kill()
+                stdout, stderr = process.communicate(timeout=120)
         finally:
-            (hold / "release").touch()
-            for running in (process, worker):
-                if running.poll() is None:
-                    running.kill()
-    assert process.returncode == 6, stdout + stderr
-    assert stdout.strip().splitlines()[-1].startswith("error: the Dask scheduler lost the part of rows from ")
-    assert "Traceback" not in stdout + stderr
-    assert leftovers(out) == []
+            worker.kill()
+            worker.wait()
+    assert_failed_in_one_line(process, stdout, stderr, tmp_path / "out",
+                              "error: the Dask scheduler lost the part of rows from ")
 
 
 def test_a_missing_model_column_or_an_unreadable_file_is_refused_in_one_line(home, tmp_path, capsys):
