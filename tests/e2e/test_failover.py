@@ -24,24 +24,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
+from tests.balancer import NO_NGINX, NGINX, Balancer, start_balancer
+from tests.conftest import use_bentoml_home, use_store
 from tests.e2e.conftest import serve_command
 from tests.servers import launch_and_wait, metric_total, start_on_free_port, stop_process_group
 
 
-def _find_nginx() -> str | None:
-    # Debian installs it in /usr/sbin, which is not on every user's PATH.
-    return shutil.which("nginx") or next(
-        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)), None)
-
-
-NGINX = _find_nginx()
-CONFIGURE = REPO_ROOT / "deploy" / "nginx" / "configure.sh"
-
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install "
-                                             "-y nginx): the failover test runs deploy/nginx/nginx.conf"),
+    pytest.mark.skipif(NGINX is None, reason=NO_NGINX),
 ]
 
 ROW = {"features": [[5.1, 3.5, 1.4, 0.2]]}
@@ -120,13 +111,6 @@ class Replica:
                             "classifier_http_request_duration_seconds_count", endpoint="/predict")
 
 
-@dataclass
-class Balancer:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, trained_template: Path) -> Iterator[list[Replica]]:
     """Promote and import once, then two replicas serving that model store.
@@ -156,26 +140,12 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, trained_template: Path) -
 
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory: pytest.TempPathFactory, replicas: list[Replica]) -> Iterator[Balancer]:
-    """nginx with the shipped config in front of the replicas, on a free 127.0.0.1 port (another
-    one if that port is taken first: nginx exits saying "Address already in use")."""
-    def start(port: int) -> Balancer:
-        run_dir = tmp_path_factory.mktemp("balancer")
-        env = {**os.environ, "UPSTREAMS": " ".join(r.address for r in replicas), "LISTEN": f"127.0.0.1:{port}"}
-        configured = subprocess.run(["sh", str(CONFIGURE), str(run_dir)], env=env, capture_output=True,
-                                    text=True, timeout=30)
-        assert configured.returncode == 0, configured.stderr
-        assert (run_dir / "nginx.conf").read_bytes() == (CONFIGURE.parent / "nginx.conf").read_bytes()
-        url, log = f"http://127.0.0.1:{port}", run_dir / "nginx.log"
-        # As the image runs it (deploy/nginx/Dockerfile), in the foreground (`daemon off` in the file).
-        process = launch_and_wait([NGINX, "-p", f"{run_dir}/", "-c", str(run_dir / "nginx.conf"), "-e", "stderr"],
-                                  ready_url=f"{url}/health", log=log, env=env, timeout=30, interval=0.1)
-        return Balancer(url, process, log)
-
-    started = start_on_free_port(start)
+    """nginx with the shipped config in front of the replicas."""
+    started = start_balancer([r.address for r in replicas])
     try:
         yield started
     finally:
-        stop_process_group(started.process)
+        started.stop()
 
 
 @dataclass

@@ -4,7 +4,6 @@ train -> promote -> import -> a real `bentoml serve`, whose answers equal the re
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import httpx
 import mlflow

@@ -10,7 +10,6 @@ from collections import Counter
 import httpx
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from serving.monitoring import MIN_PSI_ROWS
