@@ -121,6 +121,14 @@ def test_a_rollout_never_has_fewer_ready_replicas_than_asked_for():
     assert 1 <= _documents()["PodDisruptionBudget"]["spec"]["minAvailable"] < deployment["replicas"]
 
 
+def test_a_new_pod_may_load_its_model_for_as_long_as_its_startup_probe_allows_before_the_rollout_fails():
+    """The rollout is marked failed (old pods still serving) only after the startup probe has given up."""
+    deployment = _documents()["Deployment"]["spec"]
+    startup = _container()["startupProbe"]
+    budget = startup["failureThreshold"] * (startup["periodSeconds"] + startup["timeoutSeconds"])
+    assert budget + deployment["minReadySeconds"] < deployment["progressDeadlineSeconds"]
+
+
 def test_a_stopping_pod_is_out_of_the_endpoints_before_sigterm_and_outlives_its_last_request():
     pod = _documents()["Deployment"]["spec"]["template"]["spec"]
     command = _container()["lifecycle"]["preStop"]["exec"]["command"]
