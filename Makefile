@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 ENGINE ?= $(or $(CONTAINER_ENGINE),docker)
 
 .PHONY: setup demo train import serve report test test-fast test-containers bench soak \
-        bench-containers bench-sweep bench-batch build containerize prometheus picture clean
+        bench-containers bench-sweep bench-batch build containerize rollout prometheus picture clean
 
 # PYTHON_BASE creates .venv; it must be one of these Python versions (as requires-python says).
 # PYTHON_PROBLEM is empty for a supported one, else one line saying what was found. It is worked
@@ -77,15 +77,16 @@ soak: setup
 build: setup
 	$(BENTOML) build
 
-# The image is tagged with the model it holds (v<registry version>-<run id>) and as latest.
-MODEL_IN_IMAGE = $(shell $(PY) -c 'import bentoml; print(bentoml.models.get("$(or $(BENTO_MODEL_TAG),classification_model:latest)").tag.version)' 2>/dev/null)
+# The image is tagged with the model it holds (v<registry version>-<run id>) and as latest
+# (release/image.py: bentoml build + bentoml containerize).
+containerize: setup
+	$(PY) -m release.image --engine $(ENGINE)
 
-# bentoml 1.4.40's containerize declares --quiet twice, and click warns about it on every run.
-containerize: build
-	@test -n "$(MODEL_IN_IMAGE)" || { echo "error: no imported model in the BentoML store: run make import first" >&2; exit 1; }
-	PYTHONWARNINGS='ignore:The parameter --quiet is used more than once:UserWarning' \
-	  $(BENTOML) containerize classification_service:latest --backend $(ENGINE) -t classification_service:$(MODEL_IN_IMAGE)
-	$(ENGINE) tag classification_service:$(MODEL_IN_IMAGE) classification_service:latest
+# The current @production version onto the running balancer stack (docker-compose.yml +
+# docker-compose.lb.yml), one replica at a time (release/rollout.py); ROLLOUT_ARGS="--dry-run",
+# "--watch 60", ...
+rollout: setup
+	$(PY) scripts/rollout.py --engine $(ENGINE) $(ROLLOUT_ARGS)
 
 # Debian's prometheus with deploy/prometheus's config and rules, scraping `make serve` (HOST:PORT);
 # its UI and API on 127.0.0.1:9090, its data in .prometheus/. `make picture` draws the dashboard

@@ -141,7 +141,7 @@ def trained_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trained_templ
 REQUIRABLE = {
     "containers": lambda item: item.get_closest_marker("container") is not None,
     "postgres": lambda item: item.module.__name__.endswith("test_postgres"),
-    "nginx": lambda item: item.module.__name__.endswith("test_failover"),
+    "nginx": lambda item: item.module.__name__.rpartition(".")[2] in ("test_failover", "test_rollout"),
     "browser": lambda item: item.module.__name__.endswith("test_swagger_page"),
     # Tests that run Debian's promtool or prometheus binaries (the fixtures skip without them).
     "prometheus": lambda item: bool({"promtool", "prometheus"} & set(getattr(item, "fixturenames", ()))),
