@@ -29,7 +29,7 @@ ENGINE_ENV = {"HOSTNAME", "HOME", "TERM", "container", "PATH"}
 # the request on stdin (a JSON line, then the body), the status and body on stdout.
 CALL = r"""
 import json, sys, urllib.error, urllib.request
-head = json.loads(sys.stdin.readline())
+head = json.loads(sys.stdin.buffer.readline())
 body = sys.stdin.buffer.read() or None
 request = urllib.request.Request("http://127.0.0.1:%d" + head["path"], data=body, method=head["method"],
                                  headers=head["headers"])

@@ -1,4 +1,4 @@
-"""The shipped load balancer (deploy/nginx) as a plain nginx process on 127.0.0.1, as the image runs it."""
+"""The shipped load balancer (deploy/nginx) as a plain nginx process on 127.0.0.1, as the image runs it; clients to load it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import REPO_ROOT
 from tests.servers import launch_and_wait, start_on_free_port, stop_process_group
@@ -23,6 +26,8 @@ NGINX = _find_nginx()
 NGINX_DIR = REPO_ROOT / "deploy" / "nginx"
 CONFIGURE = NGINX_DIR / "configure.sh"
 RELOAD = NGINX_DIR / "reload.sh"
+ROW = {"features": [[5.1, 3.5, 1.4, 0.2]]}  # one iris row: every version answers it
+CONCURRENCY = 16
 NO_NGINX = "nginx is not installed (Debian/Ubuntu: apt-get install -y nginx): these tests run deploy/nginx/nginx.conf"
 
 
@@ -79,3 +84,43 @@ def reload_balancer(balancer: Balancer, upstreams: list[str]) -> subprocess.Comp
     env = {**os.environ, "UPSTREAMS": " ".join(upstreams), "LISTEN": balancer.listen, "NGINX": NGINX}
     return subprocess.run(["sh", str(RELOAD), str(balancer.run_dir)], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
+
+
+@dataclass
+class Load:
+    """CONCURRENCY clients posting one row through the balancer until stopped; what each answer said."""
+
+    url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    versions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def client(self) -> None:
+        versions, errors = [], []
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    answer = client.post(f"{self.url}/predict", json=ROW)
+                    if answer.status_code == 200:
+                        versions.append(answer.json()["model"]["version"])
+                    else:
+                        errors.append(f"{answer.status_code} {answer.text[:200]}")
+                except Exception as error:  # any transport error is a failed request too
+                    errors.append(f"{type(error).__name__}: {error}")
+        with self.lock:
+            self.versions.extend(versions)
+            self.errors.extend(errors)
+
+    def __enter__(self) -> Load:
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(CONCURRENCY)]
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in self.threads), "a load client did not finish"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import ComposeStack, Engine, compose_build_up, published_ports
+from tests.container.conftest import (IMAGE_REPOSITORY, ComposeStack, Engine, compose_build_up, image_id,
+                                      published_ports)
+from tests.balancer import Load
 
 pytestmark = pytest.mark.container
 
@@ -110,6 +116,64 @@ def test_prometheus_of_the_monitoring_override_scrapes_both_replicas(lb_stack):
     finally:
         engine.run("rm", "-f", lb_stack.container("prometheus"), check=False)
         engine.run("rmi", "--no-prune", "-f", image, check=False)
+
+
+def _upstreams(lb_stack: LbStack) -> list[str]:
+    text = lb_stack.engine.run("exec", lb_stack.container("lb"), "cat", "/tmp/balancer/upstreams.conf").stdout
+    return [line.split()[1] for line in text.splitlines() if line.startswith("server ")]
+
+
+def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_failed_request(
+        lb_stack, compose_stack, trained, containerized, tmp_path):
+    """The README's `make rollout` on the running balancer stack: the image of the new @production
+    version is built, a spare of it verified, then each replica recreated from it, under 16 clients."""
+    import mlflow
+
+    engine = lb_stack.engine
+    client = mlflow.MlflowClient(tracking_uri=compose_stack.mlflow_url, registry_uri=compose_stack.mlflow_url)
+    versions = [v.version for v in client.search_model_versions("name = 'ClassificationModel'")]
+    new = next(str(v) for v in sorted(versions, key=int) if str(v) != trained.version)
+    client.set_registered_model_alias("ClassificationModel", "production", new)
+    new_image = f"{IMAGE_REPOSITORY}:v{new}-{client.get_model_version('ClassificationModel', new).run_id[:12]}"
+    assert image_id(engine, new_image) is None  # so that the rollout builds it
+    # A BentoML home of its own, holding what the session imported: the rollout imports the new version into it.
+    home = tmp_path / "bentoml"
+    shutil.copytree(trained.bentoml_home / "models", home / "models", symlinks=True)
+    venv = Path(sys.executable).parent.parent
+    make = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "rollout", f"VENV={venv}",
+            f"PY={sys.executable}", f"ENGINE={engine.name}", f"ROLLOUT_ARGS=--project {lb_stack.project}"]
+    env = {**lb_stack.env, "MLFLOW_TRACKING_URI": compose_stack.mlflow_url, "BENTOML_HOME": str(home),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    try:
+        with Load(lb_stack.url) as load:
+            done = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800,
+                                  check=False)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-4000:]
+        assert f"building {new_image}" in output, output[-2000:]
+        assert not load.errors, f"{len(load.errors)} of {len(load.versions) + len(load.errors)} failed: {load.errors[:5]}"
+        assert {trained.version, new} <= set(load.versions), set(load.versions)
+        # Afterwards: both compose replicas run the new image, the balancer has exactly them, the spare is gone.
+        with httpx.Client(timeout=30) as http:
+            answers = {http.post(f"{lb_stack.url}/predict", json=ROW).json()["model"]["version"] for _ in range(40)}
+        assert answers == {new}
+        assert sorted(_upstreams(lb_stack)) == ["service-2:3000", "service:3000"]
+        for service in ("service", "service-2"):
+            assert engine.run("inspect", "-f", "{{.ImageName}}" if engine.name == "podman" else "{{.Config.Image}}",
+                              lb_stack.container(service)).stdout.strip().endswith(new_image)
+        assert engine.run("ps", "-a", "-q", "--filter", f"name={lb_stack.project}-rollout-").stdout.strip() == ""
+        # Twice is harmless.
+        again = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert again.returncode == 0 and f"every replica serves version {new} " in again.stdout, again.stdout[-2000:]
+    finally:
+        engine.run("rm", "-f", f"{lb_stack.project}-rollout-v{new}", check=False)
+        latest = f"{IMAGE_REPOSITORY}:latest"
+        if image_id(engine, new_image) is not None and image_id(engine, latest) == image_id(engine, new_image):
+            engine.run("untag", new_image, latest, check=False)
+            if containerized.latest_id:
+                engine.run("tag", containerized.latest_id, latest, check=False)
+        engine.run("rmi", "--no-prune", "-f", new_image, check=False)
 
 
 def test_the_balancer_keeps_answering_when_a_replica_container_dies(lb_stack):

@@ -22,15 +22,13 @@ import pytest
 
 from release.replicas import Replica, RolloutFailed, Target, VerificationFailed
 from release.rollout import roll_out, watch
-from tests.balancer import NGINX, NO_NGINX, Balancer, reload_balancer, start_balancer
+from tests.balancer import CONCURRENCY, NGINX, NO_NGINX, ROW, Balancer, Load, reload_balancer, start_balancer
 from tests.conftest import free_port, mlflow_uris_restored, use_bentoml_home, use_store
 from tests.e2e.conftest import launch_server
 from tests.servers import stop_process_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(NGINX is None, reason=NO_NGINX)]
 
-ROW = {"features": [[5.1, 3.5, 1.4, 0.2]]}
-CONCURRENCY = 16
 # Generous bounds for "eventually", so that a broken set-up fails instead of hanging; not measurements.
 READY_TIMEOUT = 120.0
 
@@ -90,46 +88,6 @@ class ProcessStack:
     def stop(self) -> None:
         for process in self.processes.values():
             stop_process_group(process)
-
-
-@dataclass
-class Load:
-    """CONCURRENCY clients posting one row through the balancer until stopped; what each answer said."""
-
-    url: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    versions: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def client(self) -> None:
-        versions, errors = [], []
-        with httpx.Client(timeout=30) as client:
-            while not self.stop.is_set():
-                try:
-                    answer = client.post(f"{self.url}/predict", json=ROW)
-                    if answer.status_code == 200:
-                        versions.append(answer.json()["model"]["version"])
-                    else:
-                        errors.append(f"{answer.status_code} {answer.text[:200]}")
-                except Exception as error:  # any transport error is a failed request too
-                    errors.append(f"{type(error).__name__}: {error}")
-        with self.lock:
-            self.versions.extend(versions)
-            self.errors.extend(errors)
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(CONCURRENCY)]
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in self.threads), "a load client did not finish"
 
 
 @dataclass

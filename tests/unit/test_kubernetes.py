@@ -167,7 +167,9 @@ def test_the_pods_run_as_the_images_own_non_root_user():
 
 
 def test_the_image_is_the_one_make_containerize_tags():
-    (repository,) = re.findall(r"-t (\S+):\$\(MODEL_IN_IMAGE\)", (REPO_ROOT / "Makefile").read_text())
+    from release.image import image_for
+
+    repository, _, _ = image_for("classification_model:v1-abc").partition(":")
     name, tag = _container()["image"].rsplit("/", 1)[-1].split(":")
     assert name == repository
     assert tag.startswith("v") and tag != "latest"  # v<version>-<run>: a new tag rolls out, :latest would not
