@@ -96,6 +96,10 @@ def download_version(production: ProductionVersion, directory: Path, *, location
         found = describe_failure(error, location=location, tracking_uri=tracking_uri)
         if found is not None:
             raise found from None
+        # MLflow 3.17 reports any failed runs:/ download as a wrong path (the cause only in a debug
+        # log): a store that went down during the import must not read as a missing artifact.
+        if location:
+            check_artifact_store(location, tracking_uri=tracking_uri)
         raise ImportFailed(f"artifact missing for {production.name} version {production.version}: "
                            f"{one_line(error)}") from None
     shutil.rmtree(directory / "run", ignore_errors=True)

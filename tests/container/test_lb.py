@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,7 @@ class LbStack:
     project: str
     url: str
     env: dict[str, str]
+    images: list[str] = field(default_factory=list)  # made by tests, removed once the stack is down
 
     def container(self, service: str) -> str:
         return self.engine.container_of(self.project, service)
@@ -51,14 +52,17 @@ def lb_stack(engine: Engine, compose_stack: ComposeStack, service_image: str) ->
     for name in ("API_KEY", "MAX_ROWS", "MAX_BODY_BYTES", "REQUEST_TIMEOUT"):
         env.pop(name, None)
     url = f"http://127.0.0.1:{port}"
+    stack = LbStack(engine, project, url, env)
     try:
         # 200 from /health through the balancer: at least one replica is ready behind it.
         compose_build_up(engine, project, FILES, service="lb", image=lb_image, env=env, ready_url=f"{url}/health")
-        yield LbStack(engine, project, url, env)
+        yield stack
     finally:
         engine.compose_run(project, *FILES, "down", "-v", env=env, check=False, timeout=300)
         engine.run("network", "rm", f"{project}_default", check=False)
         engine.run("rmi", "--no-prune", "-f", lb_image, check=False)
+        for image in stack.images:
+            engine.run("rmi", "--no-prune", image, check=False)
 
 
 def _answered_by(response: httpx.Response) -> str:
@@ -173,7 +177,7 @@ def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_fa
             engine.run("untag", new_image, latest, check=False)
             if containerized.latest_id:
                 engine.run("tag", containerized.latest_id, latest, check=False)
-        engine.run("rmi", "--no-prune", "-f", new_image, check=False)
+        lb_stack.images.append(new_image)  # the replicas run it: `rmi -f` would remove them too
 
 
 def test_the_balancer_keeps_answering_when_a_replica_container_dies(lb_stack):

@@ -84,18 +84,32 @@ def test_a_missing_bucket_is_one_line_naming_it(mode, seaweed, tmp_path, monkeyp
     assert missing not in {bucket["Name"] for bucket in seaweed.client().list_buckets()["Buckets"]}
 
 
-def test_the_store_down_at_import_leaves_the_bento_store_and_a_rerun_succeeds(seaweed, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_the_store_stopped_in_the_middle_of_an_import_leaves_the_bento_store_and_a_rerun_succeeds(
+        seaweed, tmp_path, monkeypatch, capsys):
+    """The object store goes away after the import has downloaded the model and before the run's files."""
     with running_registry(monkeypatch, seaweed, tmp_path / "server", mode="proxied"):
         run_experiments(dataset_name="iris", grid=lr_grid([1.0], ["l2"]))
         promote_best()
         home = Path(os.environ["BENTOML_HOME"])
         before = _model_store(home)
-        seaweed.stop()
+        # The import's first download (the registered model) really happens; then the store is
+        # stopped, and the next downloads meet a dead store. The wrapper only times the fault.
+        download, downloads = mlflow.artifacts.download_artifacts, []
+
+        def download_then_stop_the_store(*args, **kwargs):
+            path = download(*args, **kwargs)
+            downloads.append(path)
+            if len(downloads) == 1:
+                seaweed.stop()
+            return path
+
+        monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download_then_stop_the_store)
         try:
             code, line = _run(import_main, [], capsys)
         finally:
+            monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
             seaweed.start()
+        assert len(downloads) == 1  # stopped after the model, before the run's files
         assert code == EXIT_STORE_DOWN, line
         assert "artifact store" in line, line
         assert _model_store(home) == before and not list(home.glob(".import-staging-*"))
