@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
-from tests.container.conftest import (IMAGE_REPOSITORY, ComposeStack, Engine, compose_build_up, image_id,
-                                      published_ports)
+from tests.container.conftest import (IMAGE_REPOSITORY, ComposeStack, Engine, Trained, compose_build_up,
+                                      image_id, published_ports)
 from tests.balancer import Load
 
 pytestmark = pytest.mark.container
@@ -127,6 +127,25 @@ def _upstreams(lb_stack: LbStack) -> list[str]:
     return [line.split()[1] for line in text.splitlines() if line.startswith("server ")]
 
 
+def _make_rollout(lb_stack: LbStack, compose_stack: ComposeStack, trained: Trained,
+                  tmp_path: Path, *, make: bool = True) -> subprocess.CompletedProcess:
+    """The README's `make rollout` (make=False: the `python scripts/rollout.py` it runs, whose exit code
+    make cannot pass on) on the lb stack's project, against the session's registry, in a BentoML home
+    of the test's own holding what the session imported (the rollout imports into it)."""
+    home = tmp_path / "bentoml"
+    if not home.exists():
+        shutil.copytree(trained.bentoml_home / "models", home / "models", symlinks=True)
+    venv = Path(sys.executable).parent.parent
+    command = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "rollout", f"VENV={venv}",
+               f"PY={sys.executable}", f"ENGINE={lb_stack.engine.name}", f"ROLLOUT_ARGS=--project {lb_stack.project}"]
+    if not make:
+        command = [sys.executable, "scripts/rollout.py", "--engine", lb_stack.engine.name, "--project", lb_stack.project]
+    env = {**lb_stack.env, "MLFLOW_TRACKING_URI": compose_stack.mlflow_url, "BENTOML_HOME": str(home),
+           "BENTOML_DO_NOT_TRACK": "True"}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+
+
 def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_failed_request(
         lb_stack, compose_stack, trained, containerized, tmp_path):
     """The README's `make rollout` on the running balancer stack: the image of the new @production
@@ -140,19 +159,9 @@ def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_fa
     client.set_registered_model_alias("ClassificationModel", "production", new)
     new_image = f"{IMAGE_REPOSITORY}:v{new}-{client.get_model_version('ClassificationModel', new).run_id[:12]}"
     assert image_id(engine, new_image) is None  # so that the rollout builds it
-    # A BentoML home of its own, holding what the session imported: the rollout imports the new version into it.
-    home = tmp_path / "bentoml"
-    shutil.copytree(trained.bentoml_home / "models", home / "models", symlinks=True)
-    venv = Path(sys.executable).parent.parent
-    make = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "rollout", f"VENV={venv}",
-            f"PY={sys.executable}", f"ENGINE={engine.name}", f"ROLLOUT_ARGS=--project {lb_stack.project}"]
-    env = {**lb_stack.env, "MLFLOW_TRACKING_URI": compose_stack.mlflow_url, "BENTOML_HOME": str(home),
-           "BENTOML_DO_NOT_TRACK": "True"}
-    env.pop("MLFLOW_REGISTRY_URI", None)
     try:
         with Load(lb_stack.url) as load:
-            done = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800,
-                                  check=False)
+            done = _make_rollout(lb_stack, compose_stack, trained, tmp_path)
         output = done.stdout + done.stderr
         assert done.returncode == 0, output[-4000:]
         assert f"building {new_image}" in output, output[-2000:]
@@ -168,7 +177,7 @@ def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_fa
                               lb_stack.container(service)).stdout.strip().endswith(new_image)
         assert engine.run("ps", "-a", "-q", "--filter", f"name={lb_stack.project}-rollout-").stdout.strip() == ""
         # Twice is harmless.
-        again = subprocess.run(make, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+        again = _make_rollout(lb_stack, compose_stack, trained, tmp_path)
         assert again.returncode == 0 and f"every replica serves version {new} " in again.stdout, again.stdout[-2000:]
     finally:
         engine.run("rm", "-f", f"{lb_stack.project}-rollout-v{new}", check=False)
@@ -178,6 +187,36 @@ def test_make_rollout_takes_a_new_production_version_to_both_replicas_with_no_fa
             if containerized.latest_id:
                 engine.run("tag", containerized.latest_id, latest, check=False)
         lb_stack.images.append(new_image)  # the replicas run it: `rmi -f` would remove them too
+
+
+def test_make_rollout_of_an_image_serving_another_model_exits_3_and_changes_nothing(
+        lb_stack, compose_stack, trained, containerized, tmp_path):
+    """An image tagged for the new version but holding another model (a broken artifact on purpose):
+    the spare fails verification, is removed, and the replicas keep answering, under 16 clients."""
+    import mlflow
+
+    engine = lb_stack.engine
+    client = mlflow.MlflowClient(tracking_uri=compose_stack.mlflow_url, registry_uri=compose_stack.mlflow_url)
+    with httpx.Client(timeout=30) as http:
+        before = {http.post(f"{lb_stack.url}/predict", json=ROW).json()["model"]["version"] for _ in range(20)}
+    versions = sorted((str(v.version) for v in client.search_model_versions("name = 'ClassificationModel'")), key=int)
+    wrong = next(v for v in reversed(versions) if v not in before and v != trained.version)
+    client.set_registered_model_alias("ClassificationModel", "production", wrong)
+    image = f"{IMAGE_REPOSITORY}:v{wrong}-{client.get_model_version('ClassificationModel', wrong).run_id[:12]}"
+    engine.run("tag", containerized.image_id, image)  # the session's image, holding version {trained.version}
+    upstreams = _upstreams(lb_stack)
+    try:
+        with Load(lb_stack.url) as load:
+            done = _make_rollout(lb_stack, compose_stack, trained, tmp_path, make=False)
+        assert done.returncode == 3, (done.stdout + done.stderr)[-3000:]
+        errors = [line for line in done.stdout.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and f"serves classification_model:v{trained.version}-" in errors[0], done.stdout
+        assert not load.errors, load.errors[:5]
+        assert set(load.versions) == before
+        assert _upstreams(lb_stack) == upstreams
+        assert engine.run("ps", "-a", "-q", "--filter", f"name={lb_stack.project}-rollout-").stdout.strip() == ""
+    finally:
+        engine.run("untag", containerized.image_id, image, check=False)
 
 
 def test_the_balancer_keeps_answering_when_a_replica_container_dies(lb_stack):
