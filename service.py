@@ -21,7 +21,7 @@ from serving.logs import configure_logging
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
 from serving.protocols.native import PredictResponse
-from serving.settings import get_settings
+from serving.settings import InvalidSettings, get_settings
 from serving.shadow import load_shadow
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 # At import, because that is the first moment our code runs: `bentoml serve` imports this module in
 # its own process and in each worker right after setting up BentoML's logging, before either logs
 # a line of its own. LOG_FORMAT=json: every line after this one is a JSON object.
-configure_logging(get_settings().log_format)
+try:
+    configure_logging(get_settings().log_format)
+except InvalidSettings as error:  # e.g. LOG_FORMAT=xml or MAX_ROWS=abc: one line, not a traceback
+    raise SystemExit(f"error: {error}") from None
 
 http_app = ServingApp()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,17 @@ class Settings(BaseSettings):
     shadow_queue_size: int = Field(1000, alias="SHADOW_QUEUE_SIZE", gt=0)
 
 
+class InvalidSettings(ValueError):
+    """A variable of the environment the service cannot take; the message names each, in one line."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide service settings, read from the environment once."""
-    return Settings()
+    """The process-wide service settings, read from the environment once; InvalidSettings if one is wrong."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        # One line naming the variable and the value, never pydantic's multi-line report (API_KEY is
+        # a plain string: it cannot fail, so no secret is ever echoed here).
+        problems = [f"{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in error.errors()]
+        raise InvalidSettings(f"invalid service setting: {'; '.join(problems)}") from None
