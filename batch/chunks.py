@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.errors import BadRow, UnknownModel
-from batch.tables import Chunk, InputFile, chunk_to_table, output_table, read_chunks
+from batch.tables import Chunk, InputFile, as_read, chunk_to_table, dictionary_columns, output_table, read_chunks
 from serving.core import Limits, Scorer
 from serving.errors import one_line
 from serving.layout import NotInStore, find_in_store
@@ -74,7 +74,9 @@ def score_chunks(job: Job, model: LoadedModel, writer: pq.ParquetWriter, *, firs
     scorer = Scorer(model, limits=Limits(max_rows=job.chunk_rows), metrics=None)
     rejected: list[pa.Table] = []
     row = first_row  # data rows counted from 1, as a person reading the file counts them
-    for chunk in read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups):
+    text = dictionary_columns(job.source, model.schema.categorical, keep=job.keep)
+    for chunk in read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups,
+                             as_dictionary=text):
         part = chunk_to_table(chunk, model.schema, parse_text=job.source.kind == "csv")
         if len(part.refused):
             if job.rejects is None:
@@ -101,5 +103,6 @@ def rejects_table(chunk: pa.Table, part: Chunk, job: Job, *, row: int) -> pa.Tab
     """The refused rows of a chunk with their numbers and reasons."""
     taken = chunk.select(job.columns).take(pa.array(part.refused))
     arrays = [pa.array(part.refused + row, pa.int64()), pa.array(list(part.columns), pa.string()),
-              pa.array(list(part.reasons), pa.string()), *(taken.column(name).combine_chunks() for name in job.columns)]
+              pa.array(list(part.reasons), pa.string()),
+              *(as_read(taken.column(name).combine_chunks()) for name in job.columns)]
     return pa.Table.from_arrays(arrays, schema=job.rejects)
