@@ -128,6 +128,10 @@ def normal_traffic(server: Server, prometheus: str) -> int:
         assert client.post("/predict", json={"features": [[5.1, 3.5, 1.4]]}).status_code == 422
         assert client.post("/predict", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
     settled(prometheus, 2 * len(rows))
+    # The refusals' series is born with the first refusal (its reasons are not known ahead, unlike
+    # the 200 series): the dashboard's rate() needs two scrapes of it, which `settled` may precede.
+    wait_for("two scrapes of the refusals", lambda: query(
+        prometheus, f'count_over_time(classifier_rejected_requests_total{{job="classifier"}}[{WINDOW}]) >= 2'))
     return 2 * len(rows)
 
 
