@@ -10,7 +10,7 @@ import numpy as np
 from serving.errors import RequestError
 from serving.model import LoadedModel
 from serving.monitoring import ServiceMetrics
-from serving.schema import Table
+from serving.schema import Row, Table
 
 # Far beyond any real feature, and far enough inside float64's range that scaling and the
 # dot product cannot overflow into inf - inf = NaN probabilities.
@@ -44,9 +44,14 @@ def check_range(X: np.ndarray) -> np.ndarray:
     """X itself, unless a value is beyond MAX_ABS_FEATURE (or infinite); NaN means missing."""
     bad = first_out_of_range(X)
     if bad is not None:
-        raise RequestError(422, f"row {bad} holds a value outside the accepted range "
-                                f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}", "out_of_range")
+        raise out_of_range(bad)
     return X
+
+
+def out_of_range(row: int) -> RequestError:
+    """The refusal of a row holding a value beyond MAX_ABS_FEATURE."""
+    return RequestError(422, f"row {row} holds a value outside the accepted range "
+                             f"-{MAX_ABS_FEATURE:g} to {MAX_ABS_FEATURE:g}", "out_of_range")
 
 
 def argmax_of(values: list[float]) -> int:
@@ -66,7 +71,7 @@ class Follower(Protocol):
 
     def offer(self, table: Table, probabilities: np.ndarray, predicted: np.ndarray) -> None: ...
 
-    def offer_row(self, row: list[float], probabilities: list[float], predicted: int) -> None: ...
+    def offer_row(self, row: Row, probabilities: list[float], predicted: int) -> None: ...
 
     def describe(self) -> dict: ...
 
@@ -93,12 +98,12 @@ class Scorer:
             self._follower.offer(table, probabilities, predicted)
         return probabilities, predicted
 
-    def score_row(self, row: list[float]) -> tuple[list[float], int]:
-        """score() of one row of numbers as a list, the usual request, without a Table around it."""
-        probabilities = self.model.predictor.predict_row(row)
+    def score_row(self, row: Row) -> tuple[list[float], int]:
+        """score() of one row of Python values, the usual request, without a Table around it."""
+        probabilities = self.model.predictor.predict_row(*row)
         predicted = argmax_of(probabilities)
         if self.metrics is not None:
-            self.metrics.observe_row(row, predicted)
+            self.metrics.observe_row(row.numbers, predicted)
         if self._follower is not None:
             self._follower.offer_row(row, probabilities, predicted)
         return probabilities, predicted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,6 +76,13 @@ class TextCodes:
         return TextCodes(self.indices[rows], self.words)
 
 
+class Row(NamedTuple):
+    """One row to score as Python values (the usual request): its numbers (NaN = missing) and texts, in schema order."""
+
+    numbers: list[float]
+    texts: tuple = ()  # str or None, one per text column
+
+
 @dataclass(frozen=True)
 class Table:
     """Rows to score: schema.numeric as float64 (NaN = missing), schema.categorical as str or None, in order."""
@@ -96,6 +104,13 @@ class Table:
     def from_numbers(cls, X: np.ndarray) -> Table:
         """All-numeric rows, as `{"features": [[...]]}` sends them."""
         return cls(numeric=X, categorical=np.empty((X.shape[0], 0), dtype=object))
+
+    @classmethod
+    def from_rows(cls, rows: list[Row]) -> Table:
+        """Rows of Python values as one table."""
+        numbers, texts = zip(*rows)
+        return cls(numeric=np.array(numbers, dtype=np.float64).reshape(len(rows), -1),
+                   categorical=np.array(texts, dtype=object).reshape(len(rows), -1))
 
     def to_frame(self, schema: TableSchema):
         """A DataFrame with the schema's columns in training order: what the sklearn pipeline takes."""

@@ -19,7 +19,7 @@ from serving.core import Limits, Scorer
 from serving.errors import one_line
 from serving.model import LoadedModel, load_model
 from serving.monitoring import ShadowMetrics, ShadowScore
-from serving.schema import Table
+from serving.schema import Row, Table
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Shadow:
             return
         self._pending.append((table, probabilities, predicted))
 
-    def offer_row(self, row: list[float], probabilities: list[float], predicted: int) -> None:
+    def offer_row(self, row: Row, probabilities: list[float], predicted: int) -> None:
         """offer() of a one-row request given as Python values."""
         if len(self._pending) >= self.queue_size:
             self.metrics.dropped.inc()
@@ -100,8 +100,8 @@ class Shadow:
             taken.append(self._pending.popleft())
         if not taken:
             return 0
-        rows = [item for item in taken if type(item[0]) is list]  # one-row requests
-        scored = [self._guarded(self._score_table, item, 1) for item in taken if type(item[0]) is not list]
+        rows = [item for item in taken if type(item[0]) is Row]  # one-row requests
+        scored = [self._guarded(self._score_table, item, 1) for item in taken if type(item[0]) is not Row]
         if rows:
             scored.append(self._guarded(self._score_rows, rows, len(rows)))
         scored = [score for score in scored if score is not None]
@@ -127,7 +127,7 @@ class Shadow:
         mine = [probabilities]
         if len(items) > 1:
             rest, rest_probabilities, _ = zip(*items[1:])
-            others, _ = self.scorer.score(Table.from_numbers(np.array(rest, dtype=np.float64)))
+            others, _ = self.scorer.score(Table.from_rows(rest))
             mine += rest_probabilities
             theirs_all = np.vstack([np.array([theirs]), others])
         else:

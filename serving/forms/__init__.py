@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from serving.schema import Table, TableSchema
+from serving.schema import Row, Table, TableSchema
 
 # Fastest first: the importer takes the first form that converts and verifies.
 FORMS = ("linear", "onnx", "compiled", "sklearn")
@@ -25,8 +25,8 @@ class Predictor(Protocol):
 
     def predict_proba(self, table: Table) -> np.ndarray: ...
 
-    def predict_row(self, row: list[float]) -> list[float]:
-        """predict_proba of one row of numbers (a model without text columns), as a list."""
+    def predict_row(self, numbers: list[float], texts: tuple = ()) -> list[float]:
+        """predict_proba of one row given as Python values (see Row), as a list."""
 
     def save(self, directory: Path) -> None: ...
 
@@ -34,8 +34,8 @@ class Predictor(Protocol):
 class RowByTable:
     """predict_row for a form with no quicker way: predict_proba of a one-row table."""
 
-    def predict_row(self, row: list[float]) -> list[float]:
-        return self.predict_proba(Table.from_numbers(np.array([row], dtype=np.float64)))[0].tolist()
+    def predict_row(self, numbers: list[float], texts: tuple = ()) -> list[float]:
+        return self.predict_proba(Table.from_rows([Row(numbers, texts)]))[0].tolist()
 
 
 def _module(form: str):

@@ -46,7 +46,7 @@ class Encoder:
         """True when encode_row gives encode's numbers: Python's x / 0.0 raises where numpy gives inf."""
         return self._row_numbers[2].count(0.0) == 0
 
-    def encode_row(self, numbers: list[float], texts: list[str | None]) -> list[float]:
+    def encode_row(self, numbers: list[float], texts: list[str | None] | tuple) -> list[float]:
         """encode() of one row, to the bit, as Python floats (numpy's ~1 us a call is more than the row)."""
         fill, mean, scale, zeros = self._row_numbers
         encoded = [((f if x != x else x) - m) / s for x, f, m, s in zip(numbers, fill, mean, scale)]

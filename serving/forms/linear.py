@@ -22,18 +22,16 @@ class LinearPredictor(RowByTable):
     coef: np.ndarray  # (n_outputs, n_encoded); one row for a binary model
     intercept: np.ndarray  # (n_outputs,)
     form = "linear"
-    # The one-row path (_predict_row): the width of the rows of numbers predict_row takes (0: none,
-    # the model has text columns), whether one-row tables take it too, and its numbers as Python floats.
-    _row_width: int = field(init=False, repr=False, compare=False)
-    _one_row: bool = field(init=False, repr=False, compare=False)
+    # The one-row path (_predict_row): the numbers and texts per row it takes (None: no row takes
+    # it), and its numbers as Python floats.
+    _row_shape: tuple[int, int] | None = field(init=False, repr=False, compare=False)
     _row_params: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         encoder = self.encoder
         # A zero scale (never from StandardScaler) keeps every row on the numpy path (see encode_row).
-        one_row = encoder.encodes_rows
-        object.__setattr__(self, "_one_row", one_row)
-        object.__setattr__(self, "_row_width", len(encoder.mean) if one_row and not encoder.categories else 0)
+        shape = (len(encoder.mean), len(encoder.categories)) if encoder.encodes_rows else None
+        object.__setattr__(self, "_row_shape", shape)
         object.__setattr__(self, "_row_params", (self.coef.T, self.intercept.tolist()))
 
     @property
@@ -43,11 +41,9 @@ class LinearPredictor(RowByTable):
     def predict_proba(self, table: Table) -> np.ndarray:
         """Class probabilities, one row per table row."""
         # One row, the usual request; a table of the wrong width goes on to encode(), which says why.
-        encoder = self.encoder
-        if self._one_row and len(table) == 1 and table.numeric.shape[1] == len(encoder.mean) \
-                and table.categorical.shape[1] == len(encoder.categories):
-            return np.array([self._predict_row(encoder.encode_row(table.numeric[0].tolist(),
-                                                                  table.categorical[0].tolist()))])
+        if len(table) == 1 and (table.numeric.shape[1], table.categorical.shape[1]) == self._row_shape:
+            return np.array([self._predict_row(self.encoder.encode_row(table.numeric[0].tolist(),
+                                                                       table.categorical[0].tolist()))])
         scores = self.encoder.encode(table) @ self.coef.T
         scores += self.intercept
         if self.coef.shape[0] == 1:  # binary: sklearn's expit on the one score
@@ -67,11 +63,11 @@ class LinearPredictor(RowByTable):
         scores /= total[:, None]
         return scores
 
-    def predict_row(self, row: list[float]) -> list[float]:
-        """predict_proba of one row of numbers, to the bit, as a list: /predict's usual request."""
-        if self._row_width and len(row) == self._row_width:
-            return self._predict_row(self.encoder.encode_row(row, []))
-        return super().predict_row(row)
+    def predict_row(self, numbers: list[float], texts: tuple = ()) -> list[float]:
+        """predict_proba of one row of Python values, to the bit, as a list: /predict's usual request."""
+        if (len(numbers), len(texts)) == self._row_shape:
+            return self._predict_row(self.encoder.encode_row(numbers, texts))
+        return super().predict_row(numbers, texts)
 
     def _predict_row(self, encoded: list[float]) -> list[float]:
         """predict_proba of one encoded row, to the bit, in Python floats (numpy's ~0.5 us a ufunc is more)."""

@@ -11,7 +11,7 @@ from serving.core import MAX_ABS_FEATURE, Scorer
 from serving.openapi import Schemas, answer, body
 from serving.protocols import Adapter
 from serving.protocols.native_codec import AnswerWriter, PredictRequestReader, table_from_values
-from serving.schema import NUMBER, TableSchema
+from serving.schema import NUMBER, Row, TableSchema
 
 TAG = {"name": "Predict", "description": "This service's own protocol: labels and probabilities by class name."}
 
@@ -135,7 +135,7 @@ class NativeProtocol(Adapter):
     def predict(self, call: Any) -> tuple[int, bytes]:
         """POST /predict: one prediction per row, in order."""
         rows = self.reader.read_row_or_table(call.body)
-        if type(rows) is list:  # one row of numbers, the usual request
+        if type(rows) is Row:  # one row, the usual request
             probabilities, predicted = self.scorer.score_row(rows)
             return 200, self.writer.write_row(probabilities, predicted)
         probabilities, predicted = self.scorer.score(rows)

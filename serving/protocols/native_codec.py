@@ -14,7 +14,7 @@ from serving.core import MAX_ABS_FEATURE, check_row_count, first_out_of_range
 from serving.errors import RequestError
 from serving.protocols.decode import load_json_object, records_to_table, rows_to_array
 from serving.protocols.records import RecordsReader
-from serving.schema import Table, TableSchema
+from serving.schema import Row, Table, TableSchema
 
 _PLAIN_HEAD = b'{"features":'
 _JSON_SPACE = b" \t\r\n"
@@ -91,10 +91,10 @@ class PredictRequestReader:
     def read(self, body: bytes) -> Table:
         """A /predict body, `{"features": [[numbers]]}` or `{"records": [{column: value}]}`, as a Table."""
         rows = self.read_row_or_table(body)
-        return Table.from_numbers(np.array([rows], dtype=np.float64)) if type(rows) is list else rows
+        return Table.from_rows([rows]) if type(rows) is Row else rows
 
-    def read_row_or_table(self, body: bytes) -> list | Table:
-        """read(), but one plain row of numbers comes back as its list, checked as read() checks it."""
+    def read_row_or_table(self, body: bytes) -> Row | Table:
+        """read(), but one row (of numbers, or one record) comes back as a Row, checked as read() checks it."""
         if self.plain_width:
             # The fast path for the common case, a plain {"features": [[numbers...], ...]}: it takes
             # only bodies the strict path below accepts, and gives the same rows; anything else goes
@@ -105,16 +105,16 @@ class PredictRequestReader:
                     row = _plain_row(rows[0], n_features=self.plain_width)
                     if row is not None:
                         check_row_count(1, max_rows=self.max_rows)
-                        return row
+                        return Row(row)
                 else:
                     X = _plain_array(rows, n_features=self.plain_width)
                     if X is not None:
                         check_row_count(len(X), max_rows=self.max_rows)
                         return Table.from_numbers(X)
         # Records: typed by the schema as they are parsed (serving/protocols/records.py).
-        table = self.records.read(body, max_rows=self.max_rows)
-        if table is not None:
-            return table
+        rows = self.records.read_row_or_table(body, max_rows=self.max_rows)
+        if rows is not None:
+            return rows
         document = load_json_object(body, example=_PREDICT_EXAMPLE, values=_PREDICT_VALUES)
         extra = sorted(set(document) - set(PREDICT_KEYS))
         if extra:

@@ -87,5 +87,10 @@ def test_each_family_serves_the_wide_table_like_the_registered_model(family, acc
     name = mlflow_store.registered_model_name
     expected = mlflow.sklearn.load_model(f"models:/{name}@production").predict_proba(frame)
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    # One record a request takes the one-row lane (a Row of Python values): the same answers,
+    # the unseen categories (records 0 and 1) and the gaps included.
+    for i in range(6):
+        one = predict_in_process(app, records[i:i + 1])["predictions"][0]["probabilities"]
+        np.testing.assert_allclose([one[name] for name in loaded.class_names], expected[i], rtol=0, atol=1e-6)
     assert frame.isna().any(axis=None) and set(UNSEEN) <= set(loaded.schema.categorical)
     assert stored.info.metadata["served_form"] in {"linear", "onnx", "compiled", "sklearn"}

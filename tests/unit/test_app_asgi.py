@@ -59,7 +59,7 @@ def test_an_unexpected_error_is_a_json_500_and_the_app_keeps_serving(loaded):
     app = ServingApp()
     app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
 
-    def broken(rows):
+    def broken(*rows):
         raise RuntimeError("boom")
 
     # A stand-in for a bug of ours: the (frozen) predictor gets methods that raise, for tables

@@ -75,8 +75,7 @@ def test_the_one_row_path_gives_the_numpy_paths_bits(dataset_name):
                             dataset=dataset, random_state=42)
     predictor = convert("linear", pipeline, table_schema(dataset))
     numpy_only = copy.copy(predictor)
-    object.__setattr__(numpy_only, "_row_width", 0)  # every table through encode() and numpy
-    object.__setattr__(numpy_only, "_one_row", False)
+    object.__setattr__(numpy_only, "_row_shape", None)  # every table through encode() and numpy
     n = predictor.coef.shape[1]
     rng = np.random.default_rng(0)
     rows = dataset.X.to_numpy()[::7].tolist() + [
@@ -199,12 +198,16 @@ def test_one_row_tables_with_text_give_the_numpy_paths_bits():
     pipeline, schema, probe = case("mixed", "logistic_regression")
     predictor = convert("linear", pipeline, schema)
     numpy_only = copy.copy(predictor)
-    object.__setattr__(numpy_only, "_one_row", False)  # every table through encode() and numpy
-    assert predictor._one_row and not predictor._row_width  # text columns: one-row tables only
+    object.__setattr__(numpy_only, "_row_shape", None)  # every table through encode() and numpy
+    assert predictor._row_shape == (len(schema.numeric), len(schema.categorical))
     table = table_from_frame(probe, schema)
     for i in range(len(table)):  # unseen text, missing text and numbers, every value missing
         row = Table(numeric=table.numeric[i:i + 1], categorical=table.categorical[i:i + 1])
-        np.testing.assert_array_equal(predictor.predict_proba(row), numpy_only.predict_proba(row))
+        expected = numpy_only.predict_proba(row)
+        np.testing.assert_array_equal(predictor.predict_proba(row), expected)
+        # The one-record lane of /predict: the row as Python values (a tuple of texts, as read).
+        np.testing.assert_array_equal(predictor.predict_row(row.numeric[0].tolist(),
+                                                            tuple(row.categorical[0].tolist())), expected[0])
         twice = Table(numeric=np.repeat(row.numeric, 2, axis=0), categorical=np.repeat(row.categorical, 2, axis=0))
         assert predictor.encoder.encode_row(row.numeric[0].tolist(), row.categorical[0].tolist()) == \
             predictor.encoder.encode(twice)[0].tolist()  # the numpy path's bits

@@ -37,7 +37,7 @@ def test_an_unexpected_error_is_one_json_line_with_its_traceback(loaded, json_li
     app = ServingApp()
     app.bind(loaded, limits=Limits(max_rows=10, max_body_bytes=10_000, request_timeout=5), api_key=None)
 
-    def broken(rows):
+    def broken(*rows):
         raise RuntimeError("boom")
 
     object.__setattr__(loaded.predictor, "predict_row", broken)

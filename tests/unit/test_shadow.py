@@ -14,6 +14,7 @@ import pytest
 from serving.core import Limits
 from serving.http import ServingApp
 from serving.model import load_model
+from serving.schema import Row
 from serving.shadow import Shadow, incompatibility, load_shadow
 from tests.unit.conftest import linear_predictor, numeric_schema, save_model_folder
 
@@ -71,7 +72,7 @@ def _answers(app: ServingApp) -> list[tuple[int, bytes]]:
 
 
 def test_a_challenger_that_raises_on_every_row_changes_no_answer_and_no_status(production, challenger):
-    def broken(rows):
+    def broken(*rows):
         raise RuntimeError("the challenger's bug")
 
     # A challenger with a bug: its (frozen) predictor raises for tables and for the one-row lane.
@@ -99,10 +100,10 @@ def test_a_full_queue_drops_and_counts_and_the_rest_is_scored(production, challe
     release, scoring = threading.Event(), threading.Event()
     predict_row = challenger.predictor.predict_row
 
-    def stalled(row):
+    def stalled(*row):
         scoring.set()
         release.wait()  # the challenger falls behind until the test lets it go
-        return predict_row(row)
+        return predict_row(*row)
 
     object.__setattr__(challenger.predictor, "predict_row", stalled)
     tag = _unique_tag()
@@ -112,10 +113,10 @@ def test_a_full_queue_drops_and_counts_and_the_rest_is_scored(production, challe
     shadow.start()
     try:
         scorer = app.native.scorer
-        scorer.score_row([1.0, 2.0])  # taken by the thread, which stalls on it
+        scorer.score_row(Row([1.0, 2.0]))  # taken by the thread, which stalls on it
         assert scoring.wait(timeout=30)
         for _ in range(5):  # 3 wait in the queue, 2 find it full
-            scorer.score_row([1.0, 2.0])
+            scorer.score_row(Row([1.0, 2.0]))
         assert _value("shadow_dropped_requests_total", tag) == 2
     finally:
         release.set()
@@ -132,7 +133,7 @@ def test_the_series_add_up_to_the_comparison_of_the_two_models(production, chall
     app.bind(production, limits=LIMITS, api_key=None, shadow=shadow)
     rows = np.random.default_rng(0).normal(size=(40, 2))
     scorer = app.native.scorer
-    scorer.score_row(rows[0].tolist())
+    scorer.score_row(Row(rows[0].tolist()))
     from serving.schema import Table
 
     scorer.score(Table.from_numbers(rows[1:]))
