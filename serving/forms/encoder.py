@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
-from itertools import cycle, islice, repeat
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,13 @@ from serving.schema import Table, TableSchema
 
 ENCODER_ARRAYS = "encoder.npz"
 ENCODER_CATEGORIES = "encoder.json"
+
+
+class _Lookup(dict):
+    """A text column's value -> its one-hot column; -1 for a value it does not know."""
+
+    def __missing__(self, value: object) -> int:
+        return -1
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,9 @@ class Encoder:
     def __post_init__(self) -> None:
         lookups, offset = [], self.mean.shape[0]
         for cats in self.categories:
-            lookup: dict[str | None, int] = {c: offset + i for i, c in enumerate(cats)}
+            # Interned: the records reader gives known text as the schema's interned strings, and a
+            # lookup of the very key object skips hashing and comparing the text.
+            lookup = _Lookup((sys.intern(c), offset + i) for i, c in enumerate(cats))
             if self.missing in lookup:
                 lookup[None] = lookup[self.missing]
             lookups.append(lookup)
@@ -89,10 +99,10 @@ class Encoder:
             columns = [np.fromiter(map(lookup.get, words.tolist(), repeat(-1)), dtype=np.intp, count=len(words))
                        [table.codes.indices[:, j]] for j, (lookup, words) in enumerate(zip(self._lookups, table.codes.words))]
             return np.column_stack(columns).ravel()
-        # One C-level pass over the table (row-major: the lookups cycle along each row).
-        values = table.categorical.ravel().tolist()
-        return np.fromiter(map(dict.get, islice(cycle(self._lookups), len(values)), values, repeat(-1)),
-                           dtype=np.intp, count=len(values))
+        # One C-level pass per column.
+        rows, categorical = len(table), table.categorical
+        return np.column_stack([np.fromiter(map(lookup.__getitem__, categorical[:, j].tolist()), dtype=np.intp,
+                                            count=rows) for j, lookup in enumerate(self._lookups)]).ravel()
 
     def save(self, directory: Path) -> None:
         np.savez(directory / ENCODER_ARRAYS, fill=self.fill, mean=self.mean, scale=self.scale)

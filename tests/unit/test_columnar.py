@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -186,3 +187,18 @@ def test_plain_records_take_the_quick_path_from_bytes_to_table(monkeypatch):
     again = parse_mlflow_request(json.dumps(split).encode(), schema=MIXED, max_rows=10)
     assert repr(again.numeric.tolist()) == repr(table.numeric.tolist())
     assert again.categorical.tolist() == table.categorical.tolist()
+
+
+def test_text_seen_in_training_is_read_as_the_schemas_own_strings_and_other_text_as_read():
+    """Known text comes back as the schema's interned strings (the encoder's lookups then skip
+    hashing it); a body with text never seen is still read, by the decoder that takes any text."""
+    schema = TableSchema(features=(Feature("plan", CATEGORY, ("basic", "premium")), Feature("x", NUMBER)),
+                         class_names=("no", "yes"))
+    reader = RecordsReader(schema, key="records")
+    rows = [{"plan": "premium", "x": 1}, {"plan": None, "x": 2}]
+    known = reader.read(json.dumps({"records": rows}).encode(), max_rows=3)
+    assert known.categorical[0, 0] is sys.intern("premium") and known.categorical[1, 0] is None
+    rows[1]["plan"] = "platinum"
+    other = reader.read(json.dumps({"records": rows}).encode(), max_rows=3)
+    assert other.categorical.tolist() == [["premium"], ["platinum"]]
+    np.testing.assert_array_equal(other.numeric, [[1.0], [2.0]])
