@@ -7,14 +7,12 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
-from release.image import build_image, image_exists, image_for
+from release.image import REPO_ROOT, build_image, image_exists, image_for
 from release.replicas import Replica, RolloutFailed, Target
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.lb.yml")
 BALANCER = "lb"  # the compose service of the balancer
 TEMPLATE = "service"  # the compose service whose settings a spare replica copies

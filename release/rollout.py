@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from release.compose_stack import ComposeStack
+from release.image import REPO_ROOT
 from release.importer import bento_tag, download_version, import_production, resolve_production
 from release.replicas import Replica, RolloutFailed, Stack, Target, VerificationFailed
 from release.verify import TOLERANCE, probe_rows
@@ -27,8 +28,6 @@ from training.config import Settings, get_settings
 from training.tracking import connect
 
 logger = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,10 @@ class Rollout:
         except ValueError:
             return ""
 
-    def stale(self) -> list[Replica]:
-        """The replicas in rotation that serve anything but the target."""
-        return [r for r in self.stack.rotation() if self.served_tag(r) != self.target.bento_tag]
+    def plan(self) -> tuple[list[Replica], list[Replica]]:
+        """The replicas in rotation, and those of them that serve anything but the target."""
+        rotation = self.stack.rotation()
+        return rotation, [r for r in rotation if self.served_tag(r) != self.target.bento_tag]
 
     def wait_ready(self, replica: Replica) -> None:
         """Until /readyz answers 200; VerificationFailed if the replica dies or takes too long."""
@@ -145,10 +145,10 @@ class Rollout:
             raise VerificationFailed(f"the new replica {replica.name} of version {self.target.version} failed "
                                      f"verification: {why}")
 
-    def run(self, probe: Probe) -> None:
+    def run(self, probe: Probe, plan: tuple[list[Replica], list[Replica]] | None = None) -> None:
         """Spare in, then each stale slot out, recreated, verified and back in; the spare out last."""
-        rotation = self.stack.rotation()
-        stale = {r.name for r in self.stale()}
+        rotation, stale_replicas = plan or self.plan()  # plan: what the caller found just now
+        stale = {r.name for r in stale_replicas}
         spare = self.stack.start_spare(self.target)
         self.say(f"started {spare.name} with version {self.target.version}; verifying it")
         try:
@@ -181,7 +181,7 @@ def roll_out(stack: Stack, *, settings: Settings | None = None, dry_run: bool = 
     target = find_target(settings)
     rollout = Rollout(stack, target, ready_timeout=ready_timeout, say=say)
     if dry_run:
-        stale = rollout.stale()
+        _, stale = rollout.plan()
         say(f"would roll version {target.version} ({target.bento_tag}) out to "
             f"{', '.join(r.name for r in stale)}, one at a time, through one spare replica" if stale else
             f"every replica serves version {target.version} ({target.bento_tag}) already: nothing to do")
@@ -189,11 +189,12 @@ def roll_out(stack: Stack, *, settings: Settings | None = None, dry_run: bool = 
     imported = import_production(alias=settings.production_alias, settings=settings)
     if imported.tag != target.bento_tag:
         raise RolloutFailed(f"@{settings.production_alias} moved during the rollout ({imported.tag}); run it again")
-    if not rollout.stale():
+    plan = rollout.plan()
+    if not plan[1]:
         say(f"every replica serves version {target.version} ({target.bento_tag}) already: nothing to do")
         return False
     stack.prepare(target)
-    rollout.run(registry_answers(target, settings))
+    rollout.run(registry_answers(target, settings), plan)
     return True
 
 

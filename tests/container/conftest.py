@@ -261,6 +261,13 @@ def image_id(engine: Engine, reference: str) -> str | None:
     return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
+def make_command(target: str, **variables: str) -> list[str]:
+    """`make TARGET VAR=...` with the venv this session runs in (-o: never reinstall it from here)."""
+    venv = Path(sys.executable).parent.parent
+    return ["make", "--no-print-directory", "-o", f"{venv}/.installed", target, f"VENV={venv}",
+            f"PY={sys.executable}", *(f"{name}={value}" for name, value in variables.items())]
+
+
 @pytest.fixture(scope="package")
 def containerized(engine: Engine, trained: Trained) -> Iterator[ServiceImage]:
     """The README's `make containerize` (`bentoml build` + `bentoml containerize`, tagged
@@ -273,11 +280,7 @@ def containerized(engine: Engine, trained: Trained) -> Iterator[ServiceImage]:
     latest = f"{IMAGE_REPOSITORY}:latest"
     previous_latest = image_id(engine, latest)
     env = bentoml_env(trained.bentoml_home)
-    venv = Path(sys.executable).parent.parent
-    # The venv this session runs in is the one to use; -o: never reinstall it from here.
-    command = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "containerize",
-               f"VENV={venv}", f"PY={sys.executable}", f"BENTOML={venv / 'bin' / 'bentoml'}",
-               f"ENGINE={engine.name}"]
+    command = make_command("containerize", BENTOML=str(Path(sys.executable).parent / "bentoml"), ENGINE=engine.name)
     tag = f"{IMAGE_REPOSITORY}:{trained.bento_tag.partition(':')[2]}"
     made = _run(command, cwd=REPO_ROOT, env=env, timeout=BUILD_TIMEOUT + 600, check=False)
     try:

@@ -11,7 +11,6 @@ from urllib.parse import urlparse
 import httpx
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, free_port
 from tests.container.conftest import (IMAGE_REPOSITORY, ComposeStack, Engine, Trained, compose_build_up,
-                                      image_id, published_ports)
+                                      image_id, make_command, published_ports)
 from tests.balancer import Load
 
 pytestmark = pytest.mark.container
@@ -135,9 +135,7 @@ def _make_rollout(lb_stack: LbStack, compose_stack: ComposeStack, trained: Train
     home = tmp_path / "bentoml"
     if not home.exists():
         shutil.copytree(trained.bentoml_home / "models", home / "models", symlinks=True)
-    venv = Path(sys.executable).parent.parent
-    command = ["make", "--no-print-directory", "-o", f"{venv}/.installed", "rollout", f"VENV={venv}",
-               f"PY={sys.executable}", f"ENGINE={lb_stack.engine.name}", f"ROLLOUT_ARGS=--project {lb_stack.project}"]
+    command = make_command("rollout", ENGINE=lb_stack.engine.name, ROLLOUT_ARGS=f"--project {lb_stack.project}")
     if not make:
         command = [sys.executable, "scripts/rollout.py", "--engine", lb_stack.engine.name, "--project", lb_stack.project]
     env = {**lb_stack.env, "MLFLOW_TRACKING_URI": compose_stack.mlflow_url, "BENTOML_HOME": str(home),
