@@ -64,7 +64,6 @@ def test_default_sweep_logs_six_complete_runs_and_versions(trained_template, mon
 def test_registered_model_predicts_from_raw_features(trained_template, monkeypatch, mlflow_uris):
     """The registered pipeline scales by itself: pyfunc on raw rows matches the logged scaler path."""
     import numpy as np
-    import pandas as pd
     import skops.io
 
     from tests.conftest import use_store

@@ -7,7 +7,6 @@ run under one parent run and every model registered; a worker that dies fails it
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import distributed
 import mlflow

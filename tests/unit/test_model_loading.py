@@ -102,5 +102,5 @@ def test_an_npz_that_needs_unpickling_is_refused_even_with_matching_hashes(model
     directory, metadata = model_dir
     np.savez(directory / name, **arrays)  # numpy pickles object arrays when saving them
     with pytest.raises(ModelIntegrityError,
-                       match=rf"the linear form of m:1 cannot be read from its files: .*allow_pickle=False"):
+                       match=r"the linear form of m:1 cannot be read from its files: .*allow_pickle=False"):
         load_model(directory, {**metadata, "sha256": file_hashes(directory)}, tag="m:1")
