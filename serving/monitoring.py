@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from serving.errors import REASONS
+
 WINDOW_ROWS = 1000  # rows in the rolling PSI window
 # The PSI of a handful of rows is noise that reads as an alarm (7 rows gave 5.5-7): the gauges
 # appear once the window holds this many rows.
@@ -118,6 +120,8 @@ class ServiceMetrics:
                                    buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000))
         self.rejected = prom.Counter("classifier_rejected_requests",
                                      "Requests to our routes refused, by reason", ["reason"])
+        # Each reason exported at 0 from start (see REASONS), its child kept: label lookups are slow.
+        self._refusals = {reason: self.rejected.labels(reason) for reason in REASONS}
         # Our routes answer before BentoML's traffic middleware, so they are timed here.
         self.latency = prom.Histogram("classifier_http_request_duration_seconds",
                                       "Time to answer, by endpoint and status", ["endpoint", "status"],
@@ -220,7 +224,7 @@ class ServiceMetrics:
             gauge.set(value)
 
     def reject(self, reason: str) -> None:
-        self.rejected.labels(reason).inc()
+        (self._refusals.get(reason) or self.rejected.labels(reason)).inc()
 
 
 class ShadowScore(NamedTuple):

@@ -118,20 +118,22 @@ def _rules() -> list[dict]:
 def normal_traffic(server: Server, prometheus: str) -> int:
     """Every iris row twice, one row a request, and two refused requests; the rows predicted."""
     rows = load_iris().data
-    # The scoring routes' series are exported at zero from the start (ServiceMetrics.expect): once
-    # Prometheus has them, it counts every request that follows, the first one included.
+    # The scoring routes' series and each refusal reason's are exported at zero from the start
+    # (ServiceMetrics): once Prometheus has them, it counts every request that follows, the first
+    # one included.
     wait_for("first scrape", lambda: query(
         prometheus, 'classifier_http_request_duration_seconds_count{endpoint="/predict",status="200"} == 0'))
+    wait_for("first scrape of the refusals", lambda: len(query(
+        prometheus, 'classifier_rejected_requests_total{reason=~"wrong_length|content_type"} == 0')) == 2)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for row in np.concatenate([rows, rows]):
             assert client.post("/predict", json={"features": [row.tolist()]}).status_code == 200
         assert client.post("/predict", json={"features": [[5.1, 3.5, 1.4]]}).status_code == 422
         assert client.post("/predict", content=b"{}", headers={"content-type": "text/plain"}).status_code == 415
     settled(prometheus, 2 * len(rows))
-    # The refusals' series is born with the first refusal (its reasons are not known ahead, unlike
-    # the 200 series): the dashboard's rate() needs two scrapes of it, which `settled` may precede.
-    wait_for("two scrapes of the refusals", lambda: query(
-        prometheus, f'count_over_time(classifier_rejected_requests_total{{job="classifier"}}[{WINDOW}]) >= 2'))
+    # The first refusal of each reason is a rise Prometheus sees (0, then 1), not a series born at 1.
+    wait_for("the first refusals seen as a rise", lambda: len(query(
+        prometheus, f'changes(classifier_rejected_requests_total{{reason=~"wrong_length|content_type"}}[{WINDOW}]) >= 1')) == 2)
     return 2 * len(rows)
 
 

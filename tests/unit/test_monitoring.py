@@ -102,3 +102,44 @@ def test_the_readme_states_the_psi_minimum_the_code_applies():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     stated = re.search(r"the series appear only once (\d+) rows were seen", readme)
     assert stated is not None and int(stated.group(1)) == MIN_PSI_ROWS
+
+
+def _refusal_reasons_in_code() -> set[str]:
+    """The reason of every RequestError made in serving/ (directly, or by v2's _bad helper)."""
+    import ast
+
+    from tests.conftest import REPO_ROOT
+
+    reasons: set[str] = set()
+    for path in (REPO_ROOT / "serving").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        # Only a helper may pass its own argument on: v2's _bad(message, reason).
+        helpers = {id(node) for function in ast.walk(tree)
+                   if isinstance(function, ast.FunctionDef) and function.name == "_bad" for node in ast.walk(function)}
+        for node in ast.walk(tree):
+            name = isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name not in ("RequestError", "_bad"):
+                continue
+            position = 2 if name == "RequestError" else 1
+            given = [k.value for k in node.keywords if k.arg == "reason"] or node.args[position:position + 1]
+            if given and isinstance(given[0], ast.Constant):
+                reasons.add(given[0].value)
+            else:
+                assert id(node) in helpers, f"{path.name}:{node.lineno}: a RequestError whose reason is not written out"
+    return reasons
+
+
+def test_every_refusal_reason_is_listed_and_exported_at_zero_from_start():
+    """REASONS is the code's own list (no reason missing, none left over), and a new ServiceMetrics
+    exports each refusal series before its first refusal, as rate() needs."""
+    import prometheus_client
+
+    from serving.errors import REASONS
+    from serving.monitoring import ServiceMetrics
+
+    assert set(REASONS) == _refusal_reasons_in_code()
+    ServiceMetrics(class_names=["a", "b"], stats=None)
+    exported = {sample.labels["reason"] for metric in prometheus_client.REGISTRY.collect()
+                if metric.name == "classifier_rejected_requests" for sample in metric.samples
+                if sample.name == "classifier_rejected_requests_total"}
+    assert set(REASONS) <= exported
