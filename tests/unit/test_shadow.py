@@ -201,3 +201,32 @@ def test_the_bench_prints_shadow_on_and_off_side_by_side_and_its_goal():
     report = format_report(summary, targets, training, shadow={"rows": 5000, "dropped": 3, "errors": 0})
     assert ("shadow at c=8: p99 2.60 ms on, 2.00 ms off (1.30x); req/s 8000 on, 9000 off (0.89x); "
             "the challenger scored 5000 rows, dropped 3 requests, failed 0") in report
+
+
+def test_one_record_requests_of_a_model_with_text_reach_the_challenger():
+    """One record a request (a Row with texts, the one-row lane) goes to the challenger like a
+    table: here the same model in another form, so every label agrees."""
+    from serving.forms import convert
+    from serving.model import LoadedModel
+    from tests.unit.conftest import table_from_frame
+    from tests.unit.test_forms import case
+
+    pipeline, schema, probe = case("mixed", "logistic_regression")
+
+    def loaded(form: str, version: str) -> LoadedModel:
+        summary = {"name": "m", "version": version}
+        info = {**summary, "run_id": version, "served_form": form, "metrics": {}}
+        return LoadedModel(predictor=convert(form, pipeline, schema), schema=schema, info=info, summary=summary)
+
+    tag = _unique_tag()
+    shadow = Shadow(tag, challenger=loaded("sklearn", "2"), limits=LIMITS)
+    app = ServingApp()
+    app.bind(loaded("linear", "1"), limits=LIMITS, api_key=None, shadow=shadow)
+    table = table_from_frame(probe, schema)  # unseen and missing text among the rows
+    for i in range(5):
+        app.native.scorer.score_row(Row(table.numeric[i].tolist(), tuple(table.categorical[i].tolist())))
+    assert shadow.drain() == 5
+    assert _value("shadow_rows_total", tag) == 5
+    assert _value("shadow_label_agreements_total", tag) == 5
+    assert _value("shadow_probability_difference_sum", tag) < 1e-9  # each row's own texts, in order
+    assert _value("shadow_errors_total", tag) == 0
