@@ -1,4 +1,4 @@
-"""The two error helpers every side shares: a refusal of a request, and an error as one line."""
+"""Errors every side shares: a refused request (and every reason one gives), and an error as one line."""
 
 from __future__ import annotations
 
