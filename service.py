@@ -16,12 +16,13 @@ import bentoml
 from pydantic import Field
 
 from serving.core import Limits
+from serving.forms import PARALLEL_ROWS
 from serving.http import JsonErrors, ServingApp, in_front_of
 from serving.logs import configure_logging
 from serving.model import load_model
 from serving.monitoring import ServiceMetrics
 from serving.protocols.native import PredictResponse
-from serving.settings import InvalidSettings, get_settings
+from serving.settings import InvalidSettings, get_settings, model_threads
 from serving.shadow import load_shadow
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ except InvalidSettings as error:  # e.g. LOG_FORMAT=xml or MAX_ROWS=abc: one lin
     raise SystemExit(f"error: {error}") from None
 
 http_app = ServingApp()
+
+# One worker per core is the most that helps; see README "Performance". Each worker's model takes
+# a share of the cores for large requests (MODEL_THREADS, serving/settings.py).
+WORKERS = 1
 
 Row = list[float]
 Record = dict[str, float | str | None]
@@ -60,7 +65,7 @@ class FastPathService(bentoml.Service):
 @bentoml.service(
     name="classification_service",
     service_class=FastPathService,
-    workers=1,  # one worker per core is the most that helps; see README "Performance"
+    workers=WORKERS,
     logging={"access": {"enabled": False}},
     tracing={"sample_rate": 0.0},
     traffic={"timeout": get_settings().request_timeout},
@@ -73,8 +78,9 @@ class ClassificationService:
 
     def __init__(self) -> None:
         settings = get_settings()
+        threads = model_threads(settings, workers=WORKERS)
         model = load_model(Path(self.bento_model.path), self.bento_model.info.metadata,
-                           tag=str(self.bento_model.tag))
+                           tag=str(self.bento_model.tag), threads=threads)
         metrics = ServiceMetrics(class_names=model.class_names, stats=model.feature_stats)
         limits = Limits(max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes,
                         request_timeout=settings.request_timeout)
@@ -95,8 +101,9 @@ class ClassificationService:
         gc.freeze()
         if shadow is not None:
             shadow.start()  # in this worker process: one thread each
-        logger.info("serving %s version %s (%s), fast path %s", model.summary["name"],
-                    model.summary["version"], self.bento_model.tag, "on" if settings.fast_path else "off")
+        logger.info("serving %s version %s (%s), fast path %s, %d model thread(s) for requests of %d rows or more",
+                    model.summary["name"], model.summary["version"], self.bento_model.tag,
+                    "on" if settings.fast_path else "off", model.info["threads"], PARALLEL_ROWS)
 
     @bentoml.api(route="/predict")
     async def predict(

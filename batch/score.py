@@ -37,7 +37,7 @@ from batch.tables import (
     open_writer,
     output_schema,
 )
-from serving.settings import get_settings
+from serving.settings import get_settings, usable_cores
 from training.cli import configure_logging, run_command
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = N
     parallel = cluster is not None or jobs > 1
     # Threads per model call (the tree forms): one per worker when workers split the file,
     # else every core this process may use.
-    model = open_model(files, threads=1 if parallel else threads or len(os.sched_getaffinity(0)))
+    model = open_model(files, threads=1 if parallel else threads or usable_cores())
     keep = list(dict.fromkeys(keep))
     columns = check_columns(source, model.schema, keep)
     read = input_schema(source, columns)

@@ -88,6 +88,7 @@ def load_model(directory: Path, metadata: dict, *, tag: str, threads: int = 1) -
         "imported_at": metadata.get("imported_at"),
         "run_url": metadata.get("run_url") or None,
         "sha256": metadata.get("sha256", {}),
+        "threads": getattr(predictor, "threads", 1),  # for a request of PARALLEL_ROWS rows or more
     }
     return LoadedModel(predictor=predictor, schema=schema, info=info, summary=summary,
                        feature_stats=stats)

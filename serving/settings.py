@@ -29,6 +29,21 @@ class Settings(BaseSettings):
     # (serving/shadow.py), and how many answered requests may wait for it before some are dropped.
     shadow_model_tag: str | None = Field(None, alias="SHADOW_MODEL_TAG")
     shadow_queue_size: int = Field(1000, alias="SHADOW_QUEUE_SIZE", gt=0)
+    # Threads the model of one worker may use for a large request (the tree forms, slices of its
+    # rows: serving/forms RowSlices); 0: the cores this process may use, shared among the workers.
+    model_threads: int = Field(0, alias="MODEL_THREADS", ge=0)
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity and its container's CPU quota (cgroups)."""
+    import joblib  # loky's count, which reads the quota that os.cpu_count() does not
+
+    return max(1, joblib.cpu_count())
+
+
+def model_threads(settings: Settings, *, workers: int) -> int:
+    """MODEL_THREADS, else this worker's share of the cores the process may use."""
+    return settings.model_threads or max(1, usable_cores() // workers)
 
 
 class InvalidSettings(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.forms import RowByTable, Unsupported
+from serving.forms import RowByTable, RowSlices, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
@@ -30,26 +30,32 @@ class CompiledPredictor(RowByTable):
     library: Path
     float32_features: bool
     n_classes: int
-    threads: int = 1  # 1 in the service (one per worker); a one-process batch job takes every core
+    threads: int = 1  # slices of a large input scored at once (RowSlices)
     form = "compiled"
     _predictor: object = field(init=False, repr=False)
+    _slices: RowSlices = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         import tl2cgen
 
-        self._predictor = tl2cgen.Predictor(str(self.library), nthread=self.threads, verbose=False)
+        # One thread a call; more cores go to large inputs as slices of rows, as in the onnx form.
+        self._predictor = tl2cgen.Predictor(str(self.library), nthread=1, verbose=False)
+        self._slices = RowSlices(self.threads)
 
     def predict_proba(self, table: Table) -> np.ndarray:
-        import tl2cgen
-
         X = self.encoder.encode(table)
         if self.float32_features:
             X = X.astype(np.float32).astype(np.float64)
-        out = self._predictor.predict(tl2cgen.DMatrix(X, dtype="float64"))
-        out = np.asarray(out, dtype=np.float64).reshape(len(X), -1)
+        out = self._slices.run(self._run, X)
         if out.shape[1] == 1 and self.n_classes == 2:  # binary boosting: P(class 1) only
             return np.hstack([1.0 - out, out])
         return out
+
+    def _run(self, X: np.ndarray) -> np.ndarray:
+        import tl2cgen
+
+        out = self._predictor.predict(tl2cgen.DMatrix(X, dtype="float64"))
+        return np.asarray(out, dtype=np.float64).reshape(len(X), -1)
 
     def save(self, directory: Path) -> None:
         self.encoder.save(directory)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.errors import one_line
-from serving.forms import RowByTable, Unsupported
+from serving.forms import RowByTable, RowSlices, Unsupported
 from serving.forms.encoder import Encoder, encoder_and_classifier
 from serving.schema import Table, TableSchema
 
@@ -31,17 +31,21 @@ class OnnxPredictor(RowByTable):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        # One thread in the service: it scales with workers, and a thread pool costs more than a row.
-        # A batch job of one process takes every core (the answers are the same, tested).
-        options.intra_op_num_threads = self.threads
+        # One thread a call: onnxruntime's own pool would split even a one-row call across trees.
+        # More cores go to large inputs as slices of rows (RowSlices), each a call of its own.
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(self.model, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._slices = RowSlices(self.threads)
 
     def predict_proba(self, table: Table) -> np.ndarray:
         X = self.encoder.encode(table)
         if self.float32_features:
             X = X.astype(np.float32).astype(np.float64)
+        return self._slices.run(self._run, X)
+
+    def _run(self, X: np.ndarray) -> np.ndarray:
         return self._session.run(["probabilities"], {self._input: X})[0].astype(np.float64)
 
     def save(self, directory: Path) -> None:

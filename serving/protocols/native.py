@@ -66,6 +66,7 @@ class ModelInfo(BaseModel):
     imported_at: str | None = None
     run_url: str | None = None
     sha256: dict[str, str]
+    threads: int = 1  # the model's threads for a request of 256 rows or more (MODEL_THREADS)
     shadow: ShadowInfo | None = None  # the challenger (SHADOW_MODEL_TAG), if any
 
 

@@ -15,6 +15,7 @@ from tests.conftest import REPO_ROOT, use_bentoml_home, use_store
 from tests.e2e.conftest import start_server
 from tests.e2e.test_serve import _rejected_by_reason
 from tests.servers import stop_process_group
+from serving.forms import PARALLEL_ROWS
 from training.data import load_dataset, load_table, split_dataset
 from training.sweep import run_experiments
 from release.importer import import_production
@@ -56,18 +57,22 @@ def test_served_rows_equal_the_registered_model(tmp_path, monkeypatch, family, d
 
     split = split_dataset(dataset, test_size=0.2, random_state=42)
     # The held-out rows, plus rows the import's check did not see: the training rows, and
-    # (for text columns) a category never seen in training.
+    # (for text columns) a category never seen in training; then all of them again, for a
+    # request large enough to be scored on the model's two threads (PARALLEL_ROWS).
     rows = split.X_test.copy()
     rows = pd.concat([rows, split.X_train.iloc[:40]], ignore_index=True)
     if dataset.categorical_features:
         rows.loc[len(rows) - 1, dataset.categorical_features[0]] = "never seen in training"
+    rows = pd.concat([rows] * -(-2 * PARALLEL_ROWS // len(rows)), ignore_index=True)
     model = mlflow.sklearn.load_model(f"models:/{settings.registered_model_name}@production")
     expected = model.predict_proba(rows)
 
-    server = start_server(home=home)
+    server = start_server(home=home, env={"MODEL_THREADS": "2"})
     try:
         health = httpx.get(f"{server.url}/health").json()["model"]
         assert health["served_form"] == imported.form
+        # The tree forms take the threads; the linear form's one matrix product is BLAS's to split.
+        assert health["threads"] == (2 if imported.form in ("onnx", "compiled") else 1)
         assert [f["type"] for f in health["inputs"]] == [
             "category" if n in dataset.categorical_features else "number" for n in dataset.feature_names]
         answer = httpx.post(f"{server.url}/predict", json={"records": _records(rows)})

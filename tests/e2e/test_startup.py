@@ -120,13 +120,15 @@ def test_a_stopped_server_leaves_no_process_behind(served, grace):
 
 
 def test_a_setting_the_service_cannot_take_stops_it_with_one_line(served, tmp_path):
-    """LOG_FORMAT=xml or MAX_ROWS=abc: `bentoml serve` exits 1 naming the variables, no traceback."""
+    """LOG_FORMAT=xml, MAX_ROWS=abc or MODEL_THREADS=-1: `bentoml serve` exits 1 naming the variables, no traceback."""
     from tests.e2e.conftest import serve_command
 
-    argv, env = serve_command(home=served.bentoml_home, port=0, env={"LOG_FORMAT": "xml", "MAX_ROWS": "abc"})
+    argv, env = serve_command(home=served.bentoml_home, port=0,
+                              env={"LOG_FORMAT": "xml", "MAX_ROWS": "abc", "MODEL_THREADS": "-1"})
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=HANG_GUARD, check=False,
                           cwd=tests.processes.REPO_ROOT)
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 1, lines
     assert "Traceback" not in done.stdout + done.stderr
     assert len(lines) == 1 and "LOG_FORMAT='xml'" in lines[0] and "MAX_ROWS='abc'" in lines[0], lines
+    assert "MODEL_THREADS='-1'" in lines[0], lines

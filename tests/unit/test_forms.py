@@ -7,7 +7,9 @@ load round trip, on a numeric table and on a mixed one with missing values and u
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from functools import cache
 
 import numpy as np
@@ -15,7 +17,8 @@ import pandas as pd
 import pytest
 import threadpoolctl
 
-from serving.forms import FORMS, Unsupported, convert, load_predictor
+from serving.forms import FORMS, PARALLEL_ROWS, RowSlices, Unsupported, convert, load_predictor
+from serving.settings import Settings, model_threads, usable_cores
 from serving.forms.encoder import Encoder
 from serving.schema import Table, TableSchema, TextCodes
 from training.data import Dataset, Split, load_dataset, split_dataset
@@ -472,21 +475,54 @@ def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
 
 @pytest.mark.parametrize("form", ["onnx", "compiled"])
 def test_more_threads_give_the_same_bits(form, tmp_path):
-    """A one-process batch job runs the tree forms on every core: to the bit what one thread answers."""
+    """A large input is scored in slices on several threads (the service's large requests, a batch
+    job's chunks): to the bit what one thread answers, whatever the size."""
     if form == "compiled" and not HAS_GCC:
         pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
     pipeline, schema, _ = case("mixed", FAMILY_OF_FORM[form])
     convert(form, pipeline, schema).save(tmp_path)
     # The sklearn form, loaded by other tests of this process, caps OpenMP at one thread.
     with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
-        one, two = (load_predictor(form, tmp_path, schema, threads=n) for n in (1, 2))
-        assert (one.threads, two.threads) == (1, 2)
-        if form == "onnx":
-            assert two._session.get_session_options().intra_op_num_threads == 2
+        one, two, three = (load_predictor(form, tmp_path, schema, threads=n) for n in (1, 2, 3))
+        assert (one.threads, two.threads, three.threads) == (1, 2, 3)
         table = table_from_frame(mixed_frame(5000, seed=7, unseen=True)[0], schema)
-        for size in (1, 7, 60, 130, 1000, 5000):  # runtimes split rows or trees by the batch's size
+        for size in (1, 7, 60, 130, 2 * PARALLEL_ROWS - 1, 2 * PARALLEL_ROWS, 1000, 5000):
             part = rows(table, slice(0, size))
-            assert np.array_equal(one.predict_proba(part), two.predict_proba(part)), size
+            expected = one.predict_proba(part)
+            assert np.array_equal(expected, two.predict_proba(part)), size
+            assert np.array_equal(expected, three.predict_proba(part)), size
+
+
+def test_row_slices_score_a_large_input_on_several_threads_in_order():
+    calls: list[tuple[str, int, int]] = []  # thread, first row, rows
+    together = threading.Barrier(3, timeout=60)  # passed only when 3 slices run at once
+
+    def double(X: np.ndarray) -> np.ndarray:
+        calls.append((threading.current_thread().name, int(X[0, 0]), len(X)))
+        if len(X) >= PARALLEL_ROWS:
+            together.wait()
+        return X * 2
+
+    X = np.arange(3 * PARALLEL_ROWS + 1, dtype=np.float64).reshape(-1, 1)
+    slices = RowSlices(3)
+    assert np.array_equal(slices.run(double, X), X * 2)
+    assert sorted((first, count) for _, first, count in calls) == [
+        (0, PARALLEL_ROWS), (PARALLEL_ROWS, PARALLEL_ROWS), (2 * PARALLEL_ROWS, PARALLEL_ROWS + 1)]
+    assert len({thread for thread, _, _ in calls}) == 3
+    # Fewer than two slices' rows: one call, on the calling thread; threads=1: always one call.
+    together = threading.Barrier(1)
+    for threads, size in ((3, 2 * PARALLEL_ROWS - 1), (1, len(X))):
+        calls.clear()
+        assert np.array_equal(RowSlices(threads).run(double, X[:size]), X[:size] * 2)
+        assert calls == [(threading.current_thread().name, 0, size)]
+
+
+def test_model_threads_are_the_setting_else_a_share_of_the_usable_cores():
+    assert model_threads(Settings(MODEL_THREADS=3), workers=2) == 3
+    cores = usable_cores()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    assert model_threads(Settings(), workers=1) == cores
+    assert model_threads(Settings(), workers=cores + 1) == 1
 
 
 @pytest.mark.parametrize("family", ["random_forest", "hist_gradient_boosting"])
