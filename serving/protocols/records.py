@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 
 from serving.core import MAX_ABS_FEATURE, check_range, check_row_count, out_of_range
+from serving.protocols.decode import count_byte
 from serving.schema import NUMBER, Feature, Row, Table, TableSchema
 
 NAN = float("nan")
@@ -103,7 +104,7 @@ class RecordsReader:
         """True if the body holds exactly the colons of its keys and of its text: no key twice."""
         if b"\\" in body and b"\\u003" in body:  # an escaped colon is a colon the count misses
             return False
-        colons = body.count(b":")
+        colons = count_byte(body, b":")
         expected = sum(self._colons_of[name] for name in present) + len(records) * self._colons_per_record
         if colons == expected:
             return True

@@ -84,6 +84,19 @@ def test_repeated_keys_are_refused_whatever_the_strings_hold(body):
     assert (info.value.status, info.value.reason) == (400, "duplicate_keys")
 
 
+@pytest.mark.parametrize("size", [1, 2000])  # 2000 records: over decode's 32 KB, counted by numpy
+@pytest.mark.parametrize("repeat_at", ["first", "last"])
+def test_a_repeated_key_in_any_record_of_a_large_body_is_refused(size, repeat_at):
+    record = '{"x": 1.5, "c": "a", "y": null, "d": "u"}'
+    twice = '{"x": 1.5, "c": "a", "y": null, "d": "u", "y": 2}'
+    records = [record] * size
+    records[0 if repeat_at == "first" else -1] = twice
+    body = ('{"records": [' + ", ".join(records) + "]}").encode()
+    with pytest.raises(RequestError) as info:
+        PredictRequestReader(schema=MIXED, max_rows=10_000).read(body)
+    assert (info.value.status, info.value.reason) == (400, "duplicate_keys")
+
+
 values = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.floats(), st.none(), st.booleans(),
                    st.sampled_from(["a", "b", "zz", "", "1.5"]), st.just([1]), st.just({"k": 1}),
                    st.sampled_from([1e100, -1e100, 1.0000000000000002e100]))
