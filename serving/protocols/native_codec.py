@@ -10,7 +10,7 @@ from itertools import chain
 import numpy as np
 import orjson
 
-from serving.core import MAX_ABS_FEATURE, check_row_count, first_out_of_range
+from serving.core import check_row_count, first_out_of_range, within_range
 from serving.errors import RequestError
 from serving.protocols.decode import load_json_object, records_to_table, rows_to_array
 from serving.protocols.records import RecordsReader
@@ -43,7 +43,7 @@ def _plain_rows(body: bytes) -> list | None:
 def _plain_row(row: list, *, n_features: int) -> list | None:
     """row, if it holds n_features numbers within MAX_ABS_FEATURE (in Python: quicker than numpy for one row)."""
     try:  # abs() of a list: TypeError
-        if type(row) is list and len(row) == n_features and max(map(abs, row)) <= MAX_ABS_FEATURE:
+        if type(row) is list and len(row) == n_features and within_range(row):
             return row
     except TypeError:
         pass

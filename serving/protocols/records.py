@@ -18,7 +18,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from serving.core import MAX_ABS_FEATURE, check_range, check_row_count, out_of_range
+from serving.core import check_range, check_row_count, out_of_range, within_range
 from serving.protocols.decode import count_byte
 from serving.schema import NUMBER, Feature, Row, Table, TableSchema
 
@@ -91,8 +91,7 @@ class RecordsReader:
         check_row_count(len(records), max_rows=max_rows)
         if len(records) == 1:  # numpy's calls cost more than one row's work in Python
             numbers = self._numbers(records[0])
-            values = [x for x in numbers if x is not None]  # finite: msgspec refuses 1e999
-            if values and max(map(abs, values)) > MAX_ABS_FEATURE:
+            if not within_range([x for x in numbers if x is not None]):  # finite: msgspec refuses 1e999
                 raise out_of_range(0)
             return Row([NAN if x is None else x for x in numbers], self._texts(records[0]))
         numbers = np.array(list(map(self._numbers, records)), dtype=np.float64)  # None becomes NaN
