@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ class Encoder:
         encoded = [((f if x != x else x) - m) / s for x, f, m, s in zip(numbers, fill, mean, scale)]
         if self._lookups:
             onehot, start = zeros.copy(), len(encoded)
-            for column in map(dict.get, self._lookups, texts, repeat(-1)):
+            for column in map(dict.__getitem__, self._lookups, texts):  # -1: _Lookup.__missing__
                 if column >= 0:
                     onehot[column - start] = 1.0
             encoded += onehot
@@ -96,7 +95,7 @@ class Encoder:
     def _text_columns(self, table: Table) -> np.ndarray:
         """Each text value's one-hot column in the output (-1: none), row-major, flat."""
         if table.codes is not None:  # each distinct value looked up once, then picked by index
-            columns = [np.fromiter(map(lookup.get, words.tolist(), repeat(-1)), dtype=np.intp, count=len(words))
+            columns = [np.fromiter(map(lookup.__getitem__, words.tolist()), dtype=np.intp, count=len(words))
                        [table.codes.indices[:, j]] for j, (lookup, words) in enumerate(zip(self._lookups, table.codes.words))]
             return np.column_stack(columns).ravel()
         # One C-level pass per column.
