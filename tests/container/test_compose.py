@@ -118,13 +118,14 @@ def _stalled(url: str, api_key: str) -> socket.socket:
 
 def test_compose_service_passes_the_service_settings_through_from_the_shell(engine, compose_stack,
                                                                              service_image):
-    """API_KEY, MAX_ROWS, MAX_BODY_BYTES and REQUEST_TIMEOUT set in compose's environment reach
-    the service: each limit answers with its own sentence, naming the value set."""
+    """API_KEY, MAX_ROWS, MAX_BODY_BYTES, REQUEST_TIMEOUT and MODEL_THREADS set in compose's
+    environment reach the service: each limit answers with its own sentence, naming the value set;
+    /health names the threads of a tree form (a linear one uses one)."""
     port = free_port()
     key, max_rows, max_body_bytes, request_timeout = "compose-test-key", 3, 1500, 1
     env = {**compose_stack.env, "SERVICE_IMAGE": service_image, "SERVICE_PORT": str(port),
            "API_KEY": key, "MAX_ROWS": str(max_rows), "MAX_BODY_BYTES": str(max_body_bytes),
-           "REQUEST_TIMEOUT": str(request_timeout)}
+           "REQUEST_TIMEOUT": str(request_timeout), "MODEL_THREADS": "3"}
     engine.compose_run(compose_stack.project, "up", "-d", "--no-deps", "service", env=env)
     container = engine.container_of(compose_stack.project, "service")
     url = f"http://127.0.0.1:{port}"
@@ -138,6 +139,8 @@ def test_compose_service_passes_the_service_settings_through_from_the_shell(engi
         allowed = client.post(f"{url}/predict", json={"features": [row] * max_rows}, headers=auth)
         assert allowed.status_code == 200, allowed.text
         assert allowed.json()["predictions"][0]["label"] == "setosa"
+        model = client.get(f"{url}/health").json()["model"]
+        assert model["threads"] == (3 if model["served_form"] in ("onnx", "compiled") else 1)
 
         too_many = client.post(f"{url}/predict", json={"features": [row] * (max_rows + 1)}, headers=auth)
         assert (too_many.status_code, too_many.json()) == (

@@ -98,3 +98,11 @@ def test_the_s3_override_points_mlflow_at_the_bucket_with_basic_auth():
     assert '--artifacts-destination \\"${ARTIFACTS_DESTINATION:-/data/artifacts}\\"' in dockerfile
     assert '${MLFLOW_APP_NAME:+--app-name' in dockerfile
     assert "boto3==" in dockerfile and "mlflow[auth]==" in dockerfile
+
+
+def test_every_replica_passes_the_service_settings_through_from_the_shell():
+    """The limits, the API key and the model's threads (set 1 when replicas share the cores)."""
+    passed = {"API_KEY", "MAX_ROWS", "MAX_BODY_BYTES", "REQUEST_TIMEOUT", "MODEL_THREADS"}
+    for name, service in (("docker-compose.yml", "service"), ("docker-compose.lb.yml", "service-2")):
+        environment = yaml.safe_load((REPO_ROOT / name).read_text())["services"][service]["environment"]
+        assert passed <= set(environment), f"{name} {service} does not pass {sorted(passed - set(environment))}"

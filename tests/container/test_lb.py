@@ -49,7 +49,7 @@ def lb_stack(engine: Engine, compose_stack: ComposeStack, service_image: str) ->
     port = free_port()
     env = {**compose_stack.env, "MLFLOW_PORT": str(free_port()), "SERVICE_PORT": str(free_port()),
            "LB_PORT": str(port), "SERVICE_IMAGE": service_image, "LB_IMAGE": lb_image}
-    for name in ("API_KEY", "MAX_ROWS", "MAX_BODY_BYTES", "REQUEST_TIMEOUT"):
+    for name in ("API_KEY", "MAX_ROWS", "MAX_BODY_BYTES", "REQUEST_TIMEOUT", "MODEL_THREADS"):
         env.pop(name, None)
     url = f"http://127.0.0.1:{port}"
     stack = LbStack(engine, project, url, env)
