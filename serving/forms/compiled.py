@@ -43,9 +43,7 @@ class CompiledPredictor(RowByTable):
         self._slices = RowSlices(self.threads)
 
     def predict_proba(self, table: Table) -> np.ndarray:
-        X = self.encoder.encode(table)
-        if self.float32_features:
-            X = X.astype(np.float32).astype(np.float64)
+        X = self.encoder.encode(table, float32=self.float32_features)
         out = self._slices.run(self._run, X)
         if out.shape[1] == 1 and self.n_classes == 2:  # binary boosting: P(class 1) only
             return np.hstack([1.0 - out, out])

@@ -71,15 +71,28 @@ class Encoder:
     def n_outputs(self) -> int:
         return self.mean.shape[0] + sum(map(len, self.categories))
 
-    def encode(self, table: Table) -> np.ndarray:
-        """The preprocessed (rows, n_outputs) float64 matrix the classifier takes."""
+    def encode(self, table: Table, *, float32: bool = False) -> np.ndarray:
+        """The preprocessed (rows, n_outputs) float64 matrix the classifier takes.
+
+        float32: the numeric columns rounded to float32, as sklearn's trees see their input (the
+        one-hot columns' 0s and 1s need no rounding: a pass over them all cost more than the trees' rows).
+        """
         X = table.numeric
         if X.shape[1] != self.mean.shape[0] or table.categorical.shape[1] != len(self.categories):
             raise ValueError(f"the rows have {X.shape[1]} numeric and {table.categorical.shape[1]} text "
                              f"columns; the model takes {self.mean.shape[0]} and {len(self.categories)}")
         rows = len(table)
         if rows == 1 and self.encodes_rows:  # one row: Python floats cost less than a dozen numpy calls
-            return np.array([self.encode_row(X[0].tolist(), table.categorical[0].tolist())])
+            out = np.array([self.encode_row(X[0].tolist(), table.categorical[0].tolist())])
+        else:
+            out = self._encode_table(table)
+        if float32:
+            numeric = out[:, :X.shape[1]]
+            numeric[...] = numeric.astype(np.float32)
+        return out
+
+    def _encode_table(self, table: Table) -> np.ndarray:
+        X, rows = table.numeric, len(table)
         if np.isnan(X).any():
             X = np.where(np.isnan(X), self.fill, X)
         out = np.zeros((rows, self.n_outputs))
@@ -87,21 +100,23 @@ class Encoder:
         np.subtract(X, self.mean, out=scaled)
         scaled /= self.scale
         if self.categories:
+            # Each value's place in the flat output: its one-hot column plus its row's start.
             columns = self._text_columns(table)
-            seen = columns >= 0
-            out[np.repeat(np.arange(rows), len(self._lookups))[seen], columns[seen]] = 1.0
+            places = columns + (np.arange(rows) * self.n_outputs)[:, None]
+            seen = columns >= 0  # -1: a value the column does not know, all zeros
+            out.reshape(-1)[places.ravel() if seen.all() else places[seen]] = 1.0
         return out
 
     def _text_columns(self, table: Table) -> np.ndarray:
-        """Each text value's one-hot column in the output (-1: none), row-major, flat."""
+        """Each text value's one-hot column in the output (-1: none), (rows, text columns)."""
         if table.codes is not None:  # each distinct value looked up once, then picked by index
             columns = [np.fromiter(map(lookup.__getitem__, words.tolist()), dtype=np.intp, count=len(words))
                        [table.codes.indices[:, j]] for j, (lookup, words) in enumerate(zip(self._lookups, table.codes.words))]
-            return np.column_stack(columns).ravel()
+            return np.column_stack(columns)
         # One C-level pass per column.
         rows, categorical = len(table), table.categorical
         return np.column_stack([np.fromiter(map(lookup.__getitem__, categorical[:, j].tolist()), dtype=np.intp,
-                                            count=rows) for j, lookup in enumerate(self._lookups)]).ravel()
+                                            count=rows) for j, lookup in enumerate(self._lookups)])
 
     def save(self, directory: Path) -> None:
         np.savez(directory / ENCODER_ARRAYS, fill=self.fill, mean=self.mean, scale=self.scale)

@@ -40,9 +40,7 @@ class OnnxPredictor(RowByTable):
         self._slices = RowSlices(self.threads)
 
     def predict_proba(self, table: Table) -> np.ndarray:
-        X = self.encoder.encode(table)
-        if self.float32_features:
-            X = X.astype(np.float32).astype(np.float64)
+        X = self.encoder.encode(table, float32=self.float32_features)
         return self._slices.run(self._run, X)
 
     def _run(self, X: np.ndarray) -> np.ndarray:

@@ -475,8 +475,8 @@ def test_loading_each_form_for_serving_never_unpickles(form, tmp_path):
 
 @pytest.mark.parametrize("form", ["onnx", "compiled"])
 def test_more_threads_give_the_same_bits(form, tmp_path):
-    """A large input is scored in slices on several threads (the service's large requests, a batch
-    job's chunks): to the bit what one thread answers, whatever the size."""
+    """A large input is scored in slices on several threads (the service's large requests): to the
+    bit what one thread answers, whatever the size."""
     if form == "compiled" and not HAS_GCC:
         pytest.skip("the compiled form needs a C compiler (gcc), and there is none")
     pipeline, schema, _ = case("mixed", FAMILY_OF_FORM[form])
