@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,10 @@ from serving.layout import NotInStore, find_in_store
 from serving.model import LoadedModel, load_model
 
 # Rows per chunk (and per output row group) unless --chunk-rows says otherwise: big enough that
-# numpy's per-call costs vanish, small enough that a chunk's arrays stay a few tens of MiB.
-DEFAULT_CHUNK_ROWS = 65_536
+# numpy's per-call costs vanish, small enough that a chunk's arrays stay a few tens of MiB (on the
+# wide table, 32,768 rows took 3% less time and 20% less memory than 65,536 with two threads:
+# freed arrays under 32 MiB are reused, larger ones are new pages from the kernel each chunk).
+DEFAULT_CHUNK_ROWS = 32_768
 REJECT_FIELDS = [pa.field("row", pa.int64()), pa.field("column", pa.string()), pa.field("reason", pa.string())]
 
 
@@ -68,29 +72,59 @@ def reject_schema(input_schema: pa.Schema, columns: list[str]) -> pa.Schema:
 
 
 def score_chunks(job: Job, model: LoadedModel, writer: pq.ParquetWriter, *, first_row: int,
-                 row_groups: list[int] | None = None,
+                 row_groups: list[int] | None = None, threads: int = 1,
                  on_chunk: Callable[[int], None] = lambda rows: None) -> list[pa.Table]:
-    """Score the chunks of these row groups (all: None) into writer, one row group each; the refused rows."""
+    """Score the chunks of these row groups (all: None) into writer, one row group each, in order; the refused rows.
+
+    threads: chunks scored at once (each on one thread), written in the file's order.
+    """
     scorer = Scorer(model, limits=Limits(max_rows=job.chunk_rows), metrics=None)
     rejected: list[pa.Table] = []
-    row = first_row  # data rows counted from 1, as a person reading the file counts them
     text = dictionary_columns(job.source, model.schema.categorical, keep=job.keep)
-    for chunk in read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups,
-                             as_dictionary=text):
-        part = chunk_to_table(chunk, model.schema, parse_text=job.source.kind == "csv")
-        if len(part.refused):
-            if job.rejects is None:
-                raise BadRow(describe_refusal(chunk, part.refused[0], part.columns[0], part.reasons[0], row=row))
-            rejected.append(rejects_table(chunk, part, job, row=row))
-        if len(part.table):
-            probabilities, predicted = scorer.score(part.table)
-        else:
-            probabilities, predicted = np.empty((0, len(model.class_names))), np.empty(0, dtype=np.int64)
-        table = output_table(chunk, part.scored, probabilities, predicted, keep=job.keep, schema=job.schema)
-        writer.write_table(table, row_group_size=max(table.num_rows, 1))
-        row += chunk.num_rows
-        on_chunk(chunk.num_rows)
+    chunks = read_chunks(job.source, columns=job.columns, chunk_rows=job.chunk_rows, row_groups=row_groups,
+                         as_dictionary=text)
+    row = first_row  # data rows counted from 1, as a person reading the file counts them
+    # The model, numpy's copies and Arrow let go of Python's lock: chunks scored on several
+    # threads keep every core busy, where one chunk's model alone would leave the rest serial.
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(_score_chunk, chunk, job, scorer, row=row))
+                row += chunk.num_rows
+                if len(pending) > threads:  # at most one chunk waits ahead of each thread: memory stays flat
+                    _write_chunk(pending.popleft().result(), writer, rejected, on_chunk)
+            while pending:
+                _write_chunk(pending.popleft().result(), writer, rejected, on_chunk)
+        finally:
+            for future in pending:
+                future.cancel()
     return rejected
+
+
+def _score_chunk(chunk: pa.Table, job: Job, scorer: Scorer, *, row: int) -> tuple[pa.Table, pa.Table | None, int]:
+    """One chunk's output table, its refused rows (None: none) and its row count; BadRow if refused rows are fatal."""
+    part = chunk_to_table(chunk, scorer.model.schema, parse_text=job.source.kind == "csv")
+    refused = None
+    if len(part.refused):
+        if job.rejects is None:
+            raise BadRow(describe_refusal(chunk, part.refused[0], part.columns[0], part.reasons[0], row=row))
+        refused = rejects_table(chunk, part, job, row=row)
+    if len(part.table):
+        probabilities, predicted = scorer.score(part.table)
+    else:
+        probabilities, predicted = np.empty((0, len(scorer.model.class_names))), np.empty(0, dtype=np.int64)
+    table = output_table(chunk, part.scored, probabilities, predicted, keep=job.keep, schema=job.schema)
+    return table, refused, chunk.num_rows
+
+
+def _write_chunk(scored: tuple[pa.Table, pa.Table | None, int], writer: pq.ParquetWriter,
+                 rejected: list[pa.Table], on_chunk: Callable[[int], None]) -> None:
+    table, refused, rows = scored
+    if refused is not None:
+        rejected.append(refused)
+    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    on_chunk(rows)
 
 
 def describe_refusal(chunk: pa.Table, index: int, column: str, reason: str, *, row: int) -> str:

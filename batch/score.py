@@ -60,9 +60,10 @@ def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = N
     source = open_input(Path(input_path))
     files = find_model(model_tag or get_settings().bento_model_tag)
     parallel = cluster is not None or jobs > 1
-    # Threads per model call (the tree forms): one per worker when workers split the file,
-    # else every core this process may use.
-    model = open_model(files, threads=1 if parallel else threads or usable_cores())
+    # Chunks scored at once: one per worker when workers split the file, else one per core this
+    # process may use. Each chunk's model call takes one thread (no slices of rows).
+    model = open_model(files)
+    threads = 1 if parallel else threads or usable_cores()
     keep = list(dict.fromkeys(keep))
     columns = check_columns(source, model.schema, keep)
     read = input_schema(source, columns)
@@ -82,7 +83,7 @@ def score_file(input_path: Path, output_path: Path, *, model_tag: str | None = N
                     merge_parts(tasks, writer)
         else:
             with open_writer(output, job.schema) as writer:
-                rejected = score_chunks(job, model, writer, first_row=1, on_chunk=advance)
+                rejected = score_chunks(job, model, writer, first_row=1, threads=threads, on_chunk=advance)
         rows = pq.ParquetFile(output).metadata.num_rows
         refused = sum(t.num_rows for t in rejected)
         if rejects_path is not None:
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--cluster", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per chunk and output row group")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="with one job: threads of the forest and boosting forms (default: every core); "
+                        help="with one job: chunks scored at once, each on a thread (default: every core); "
                              "workers of --jobs / --cluster use one each")
     return parser
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch import chunks
 from batch.score import main as score_main
 from tests.batch_support import import_wide_model, write_accounts
 from tests.conftest import REPO_ROOT, use_bentoml_home
@@ -99,16 +101,18 @@ def test_parquet_and_csv_score_every_row_as_predict_does(home, tmp_path):
     assert from_csv.drop(["account_id"]).equals(scored.drop(["account_id", "age"]))
 
 
-def test_jobs_2_and_a_dask_cluster_give_the_bytes_of_one_process(home, tmp_path, dask_cluster):
+def test_jobs_2_a_dask_cluster_and_any_threads_give_the_bytes_of_one_thread(home, tmp_path, dask_cluster):
     frame = write_accounts(tmp_path / "in.parquet", rows=ROWS)
     frame.loc[[10, 1_700], "age"] = [np.inf, 1e200]  # refused rows in the first and the last row group
     frame.to_parquet(tmp_path / "in.parquet", index=False, row_group_size=500)
     outputs = {}
-    for name, extra in (("one", []), ("jobs", ["--jobs", "2"]), ("cluster", ["--cluster", dask_cluster.scheduler_address])):
+    for name, extra in (("one", ["--threads", "1"]), ("threads", ["--threads", "3"]), ("jobs", ["--jobs", "2"]),
+                        ("cluster", ["--cluster", dask_cluster.scheduler_address])):
         assert score_main(["--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / f"{name}.parquet"),
                            "--rejects", str(tmp_path / f"{name}-rejects.parquet"), "--keep", "account_id",
                            *CHUNK, *extra]) == 0
         outputs[name] = ((tmp_path / f"{name}.parquet").read_bytes(), (tmp_path / f"{name}-rejects.parquet").read_bytes())
+    assert outputs["threads"] == outputs["one"]  # 3 chunks at once, written in the file's order
     assert outputs["jobs"] == outputs["one"]
     assert outputs["cluster"] == outputs["one"]
     rejects = pq.read_table(tmp_path / "one-rejects.parquet")
@@ -118,24 +122,44 @@ def test_jobs_2_and_a_dask_cluster_give_the_bytes_of_one_process(home, tmp_path,
                      "in.parquet") == []
 
 
+def test_chunks_scored_at_once_are_written_in_the_files_order(home, tmp_path, monkeypatch):
+    write_accounts(tmp_path / "in.parquet", rows=ROWS)
+    arguments = ["--input", str(tmp_path / "in.parquet"), "--keep", "account_id", *CHUNK]
+    assert score_main([*arguments, "--output", str(tmp_path / "one.parquet"), "--threads", "1"]) == 0
+    score, finished = chunks._score_chunk, threading.Semaphore(0)
+
+    def first_last(chunk, job, scorer, *, row):  # the first chunk waits until two later ones are done
+        if row == 1:
+            assert finished.acquire(timeout=60) and finished.acquire(timeout=60)
+            return score(chunk, job, scorer, row=row)
+        scored = score(chunk, job, scorer, row=row)
+        finished.release()
+        return scored
+
+    monkeypatch.setattr(chunks, "_score_chunk", first_last)
+    assert score_main([*arguments, "--output", str(tmp_path / "three.parquet"), "--threads", "3"]) == 0
+    assert (tmp_path / "three.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()
+
+
 def test_a_bad_row_stops_the_job_naming_row_and_column(home, tmp_path, capsys):
     frame = write_accounts(tmp_path / "in.csv", rows=ROWS)
     frame["tenure_months"] = frame["tenure_months"].astype(object)
-    frame.loc[1_234, "tenure_months"] = "twelve"
+    frame.loc[[1_234, 1_900], "tenure_months"] = ["twelve", "x"]  # the first named, though later chunks run at once
     frame.to_csv(tmp_path / "in.csv", index=False)
-    for extra in ([], ["--rejects", str(tmp_path / "rejects.csv")]):
+    for extra in (["--threads", "3"], ["--rejects", str(tmp_path / "rejects.csv")]):
         capsys.readouterr()
         code = score_main(["--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.parquet"),
                            *CHUNK, *extra])
-        if not extra:
+        if "--rejects" not in extra:
             assert code == 5
             assert capsys.readouterr().out == "error: row 1235, column 'tenure_months': 'twelve' is not a number\n"
             assert leftovers(tmp_path, "in.csv") == []
     assert code == 0
     rejects = pd.read_csv(tmp_path / "rejects.csv")
-    assert rejects[["row", "column", "reason"]].values.tolist() == [[1235, "tenure_months", "not a number"]]
-    assert rejects["tenure_months"].tolist() == ["twelve"]
-    assert pq.read_metadata(tmp_path / "out.parquet").num_rows == ROWS - 1
+    assert rejects[["row", "column", "reason"]].values.tolist() == [[1235, "tenure_months", "not a number"],
+                                                                    [1901, "tenure_months", "not a number"]]
+    assert rejects["tenure_months"].tolist() == ["twelve", "x"]
+    assert pq.read_metadata(tmp_path / "out.parquet").num_rows == ROWS - 2
 
 
 def test_a_text_column_in_a_number_column_and_a_number_in_a_text_column_are_refused(home, tmp_path, capsys):
