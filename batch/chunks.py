@@ -120,6 +120,7 @@ def _score_chunk(chunk: pa.Table, job: Job, scorer: Scorer, *, row: int) -> tupl
 
 def _write_chunk(scored: tuple[pa.Table, pa.Table | None, int], writer: pq.ParquetWriter,
                  rejected: list[pa.Table], on_chunk: Callable[[int], None]) -> None:
+    """Append a scored chunk to the output (one row group) and its refused rows to rejected."""
     table, refused, rows = scored
     if refused is not None:
         rejected.append(refused)

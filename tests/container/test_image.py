@@ -68,6 +68,16 @@ def test_the_service_image_runs_as_the_user_bentoml(engine, service_container: R
     assert _exec(engine, service_container.name, "getent", "passwd", uid).split(":")[0] == "bentoml"
 
 
+def test_the_models_default_threads_are_the_cpus_the_container_may_use(engine, service_image: str):
+    """MODEL_THREADS unset: a worker's model takes the container's CPU quota (--cpus, a Kubernetes
+    limit), not the host's cores: 1 under the manifest's 1-CPU limit."""
+    probe = ('cd "$BENTO_PATH/src" && exec python -c "import service; from serving.settings import get_settings, '
+             'model_threads; print(model_threads(get_settings(), workers=service.WORKERS))"')
+    threads = {cpus: engine.run("run", "--rm", f"--cpus={cpus}", "--entrypoint", "sh", service_image,
+                                "-c", probe).stdout.strip().splitlines()[-1] for cpus in (1, 2)}
+    assert threads == {1: "1", 2: "2"}
+
+
 def test_the_mlflow_server_runs_as_uid_1000_mlflow(engine, compose_stack: ComposeStack):
     container = engine.container_of(compose_stack.project, "mlflow")
     name, uid, process_uids = _user(engine, container)
