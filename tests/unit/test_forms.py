@@ -517,7 +517,8 @@ def test_row_slices_score_a_large_input_on_several_threads_in_order():
         assert calls == [(threading.current_thread().name, 0, size)]
 
 
-def test_model_threads_are_the_setting_else_a_share_of_the_usable_cores():
+def test_model_threads_are_the_setting_else_a_share_of_the_usable_cores(monkeypatch):
+    monkeypatch.delenv("MODEL_THREADS", raising=False)  # the default, whatever the shell exports
     assert model_threads(Settings(MODEL_THREADS=3), workers=2) == 3
     cores = usable_cores()
     assert 1 <= cores <= len(os.sched_getaffinity(0))
