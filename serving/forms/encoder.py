@@ -75,7 +75,7 @@ class Encoder:
         """The preprocessed (rows, n_outputs) float64 matrix the classifier takes.
 
         float32: the numeric columns rounded to float32, as sklearn's trees see their input (the
-        one-hot columns' 0s and 1s need no rounding: a pass over them all cost more than the trees' rows).
+        one-hot columns' 0s and 1s are exact in float32: rounding them too was a pass for nothing).
         """
         X = table.numeric
         if X.shape[1] != self.mean.shape[0] or table.categorical.shape[1] != len(self.categories):
@@ -92,6 +92,7 @@ class Encoder:
         return out
 
     def _encode_table(self, table: Table) -> np.ndarray:
+        """encode() of any number of rows, in numpy."""
         X, rows = table.numeric, len(table)
         if np.isnan(X).any():
             X = np.where(np.isnan(X), self.fill, X)
