@@ -58,10 +58,10 @@ def find_model(tag: str) -> ModelFiles:
     return ModelFiles(path=str(path), metadata=metadata, tag=full_tag)
 
 
-def open_model(files: ModelFiles, *, threads: int = 1) -> LoadedModel:
-    """Verify and load the served form, as the service does at start-up (threads: per model call)."""
+def open_model(files: ModelFiles) -> LoadedModel:
+    """Verify and load the served form, as the service does at start-up; one thread a call (chunks run in parallel)."""
     try:
-        return load_model(Path(files.path), files.metadata, tag=files.tag, threads=threads)
+        return load_model(Path(files.path), files.metadata, tag=files.tag)
     except Exception as error:  # noqa: BLE001 - a model that does not load is the tag's problem, in one line
         raise UnknownModel(f"the model {files.tag} cannot be loaded: {one_line(error)}") from None
 
